@@ -1,0 +1,47 @@
+# The two commands of the README:
+#   make demo   set everything up, then run the main job on the embedded default head
+#   make test   set everything up, then run the tests (pytest, and nbval over every notebook)
+# Everything lives in $(VENV); nothing is downloaded at run time.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+OUT ?= outputs
+ARCH := $(shell uname -m)
+# torch and torchvision must come from one pip command (a lone torch 2.13 CPU
+# build does not import beside PyPI's torchvision). x86_64: 2.14.1 + 0.29.1.
+ifeq ($(ARCH),aarch64)
+TORCH_PINS := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+endif
+# The venv's bin first, so that Jupyter's "python3" kernel is the venv's python.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export MPLBACKEND := Agg
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_PINS)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[notebooks,test]'
+	$(PY) -m ringnet_lib.check_kernel
+	touch $@
+
+demo: setup
+	mkdir -p $(OUT)
+	$(PY) -m papermill -k python3 --cwd notebooks notebooks/01_flame.ipynb $(OUT)/01_flame.ipynb \
+		-p figure_dir $(abspath $(OUT))
+	@echo "Executed notebook and figures are in $(OUT)/"
+
+test: setup
+	$(PY) -m pytest tests
+	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+bench: setup
+	$(PY) bench/flame_forward.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

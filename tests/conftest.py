@@ -1,0 +1,34 @@
+"""Shared fixtures: FLAME-format model folders written by the tests themselves."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ringnet_lib import model_io, testing
+
+
+@pytest.fixture(scope="session")
+def random_model_dict() -> dict:
+    return testing.random_flame_dict(n_vertices=400, seed=3)
+
+
+@pytest.fixture(scope="session")
+def random_model_folders(tmp_path_factory, random_model_dict) -> dict:
+    """The same random model as a plain folder (smplx reads it) and as a chumpy-style pickle."""
+    root = tmp_path_factory.mktemp("random_flame")
+    model = model_io.flame_model_from_dict(random_model_dict)
+    embedding = testing.random_static_embedding(len(model.faces), seed=3)
+    plain = model_io.write_flame_folder(model, embedding, root / "plain")
+    chumpy_dir = root / "chumpy"
+    chumpy_dir.mkdir()
+    testing.write_chumpy_style_pickle(random_model_dict, chumpy_dir / "generic_model.pkl")
+    model_io.save_static_embedding(embedding, chumpy_dir / model_io.STATIC_EMBEDDING_NAME)
+    return {"plain": plain, "chumpy": chumpy_dir, "embedding": embedding}
+
+
+@pytest.fixture(scope="session")
+def default_model_folder(tmp_path_factory):
+    """The embedded default head written as a FLAME folder, for smplx."""
+    model, embedding = model_io.default_flame_model()
+    return model_io.write_flame_folder(model, embedding, tmp_path_factory.mktemp("default_flame"))
+
