@@ -37,8 +37,7 @@ demo: setup
 	@echo "Executed notebook and figures are in $(OUT)/"
 
 test: setup
-	$(PY) -m pytest tests
-	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider tests notebooks
 
 bench: setup
 	$(PY) bench/flame_forward.py
