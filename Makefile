@@ -41,6 +41,8 @@ test: setup
 
 bench: setup
 	$(PY) bench/flame_forward.py
+	$(PY) bench/data_loading.py
+	$(PY) bench/train_step.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

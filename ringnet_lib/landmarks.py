@@ -2,6 +2,19 @@
 
 FLAME's landmark files embed each landmark in a triangle of the mesh, so the
 landmark follows the surface for any shape, expression and pose.
+
+The 68 iBUG landmarks (what 2D detectors return, and what RingNet is trained on) are
+51 *static* points (``flame_static_embedding.pkl``) and 17 *dynamic* jaw-contour points
+(``flame_dynamic_embedding.npy``): one row of 17 surface points per integer yaw, because the
+jaw's outline slides over the skin as the head turns. :class:`Landmarks68` returns them in
+iBUG order (contour first, :data:`IBUG68_DYNAMIC`); smplx returns static first
+(:data:`SMPLX_TO_IBUG68` converts). Yaw convention: :func:`yaw_degrees` (smplx's; it differs
+from FLAME_PyTorch in the neck chain and from DECA in the sign). The table of the embedded
+default head is built by :mod:`ringnet_lib.contour`.
+
+    landmarks68 = Landmarks68(flame)                      # default head: shipped table
+    landmarks68 = Landmarks68.from_folder(flame, folder)  # a FLAME download
+    points = landmarks68(flame(shape, expression, pose).vertices, pose)   # B x 68 x 3
 """
 from __future__ import annotations
 

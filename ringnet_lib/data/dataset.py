@@ -1,0 +1,201 @@
+"""The on-disk dataset format (synthetic and real alike) and the Dataset that reads it.
+
+A dataset is a folder with images and ONE metadata file, ``metadata.npz`` (numpy's
+zip of arrays, read without pickle). The format is documented in
+``docs/dataset_format.md``; in short:
+
+=====================  ==============  ===============================================
+key                    shape / dtype   meaning
+=====================  ==============  ===============================================
+format_version         () int          :data:`FORMAT_VERSION`
+image                  N str           image path relative to the folder (posix)
+identity               N int64         identity number, 0 .. M-1
+identity_name          M str           name of each identity (e.g. the photo sub-folder)
+landmarks              N x 68 x 2 f32  iBUG 68 points in PIXELS of the stored image (u, v)
+confidence             N x 68 f32      in [0, 1], per landmark
+shape/expression/...   optional        ground truth (see :data:`OPTIONAL_PER_IMAGE`)
+neutral_vertices       M x V x 3       optional, each identity's neutral mesh (metres)
+faces                  F x 3           optional, its triangles
+description            () str          optional, how the data were made
+=====================  ==============  ===============================================
+
+Images are square (the tools crop them so). The Dataset returns landmarks in the
+normalised coordinates of :mod:`ringnet_lib.camera` (+y up, [-1, 1]), so they do not
+depend on the image size.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..camera import pixels_to_normalized
+from .augment import flip_sample
+
+FORMAT_VERSION = 1
+METADATA_NAME = "metadata.npz"
+N_LANDMARKS = 68
+# Per-image ground truth: key -> size of its last dimension.
+OPTIONAL_PER_IMAGE = {"shape": 100, "expression": 50, "pose": 15, "camera": 3}
+
+
+class DatasetFormatError(ValueError):
+    """The metadata or an image does not follow docs/dataset_format.md."""
+
+
+def write_metadata(root: str | Path, image: Sequence[str], identity: np.ndarray, identity_name: Sequence[str],
+                   landmarks: np.ndarray, confidence: np.ndarray, **optional) -> Path:
+    """Validate and write ``root/metadata.npz``. ``optional``: ground-truth arrays and ``description``."""
+    arrays = {"format_version": np.array(FORMAT_VERSION), "image": np.asarray(image, dtype=str),
+              "identity": np.asarray(identity, dtype=np.int64), "identity_name": np.asarray(identity_name, dtype=str),
+              "landmarks": np.asarray(landmarks, dtype=np.float32),
+              "confidence": np.asarray(confidence, dtype=np.float32)}
+    for key, value in optional.items():
+        arrays[key] = np.asarray(value, dtype=str) if key == "description" else np.asarray(value)
+    validate_metadata(arrays, str(root))
+    path = Path(root) / METADATA_NAME
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def validate_metadata(meta: dict, source: str) -> None:
+    """Raise :class:`DatasetFormatError` naming the key (and the files) that break the format."""
+    for key in ("image", "identity", "identity_name", "landmarks", "confidence"):
+        if key not in meta:
+            raise DatasetFormatError(f"{source}: metadata has no '{key}' (see docs/dataset_format.md)")
+    n = len(meta["image"])
+    if n == 0:
+        raise DatasetFormatError(f"{source}: the dataset has no images")
+    expected = {"identity": (n,), "landmarks": (n, N_LANDMARKS, 2), "confidence": (n, N_LANDMARKS)}
+    expected.update({key: (n, size) for key, size in OPTIONAL_PER_IMAGE.items() if key in meta})
+    for key, shape in expected.items():
+        if tuple(meta[key].shape) != shape:
+            raise DatasetFormatError(f"{source}: '{key}' must have shape {shape} for {n} images, "
+                                     f"got {tuple(meta[key].shape)}")
+    identity, names = meta["identity"], meta["identity_name"]
+    if identity.min() < 0 or identity.max() >= len(names):
+        raise DatasetFormatError(f"{source}: 'identity' must lie in 0..{len(names) - 1} (one name per identity)")
+    for key in ("landmarks", "confidence"):
+        bad = ~np.isfinite(meta[key]).reshape(n, -1).all(axis=1)
+        if bad.any():
+            files = ", ".join(meta["image"][bad][:5])
+            raise DatasetFormatError(f"{source}: '{key}' has NaN/inf values for {bad.sum()} image(s): {files}")
+    conf = meta["confidence"]
+    if conf.min() < 0 or conf.max() > 1:
+        raise DatasetFormatError(f"{source}: 'confidence' must lie in [0, 1]")
+    if "neutral_vertices" in meta and len(meta["neutral_vertices"]) != len(names):
+        raise DatasetFormatError(f"{source}: 'neutral_vertices' needs one mesh per identity ({len(names)})")
+
+
+def read_metadata(root: str | Path) -> dict[str, np.ndarray]:
+    """Load and validate ``root/metadata.npz`` into a dict of arrays."""
+    path = Path(root) / METADATA_NAME
+    if not path.is_file():
+        raise DatasetFormatError(f"{path}: no such file; a dataset folder holds images and {METADATA_NAME} "
+                                 "(make one with `python -m ringnet_lib.data.synthesize` or `... .photos`)")
+    with np.load(path, allow_pickle=False) as data:
+        meta = {key: data[key] for key in data.files}
+    validate_metadata(meta, str(path))
+    return meta
+
+
+def load_image(path: Path, size: int | None = None) -> tuple[torch.Tensor, int]:
+    """Read a square RGB image as ``3 x S x S`` float in [0, 1], resized to ``size`` if given.
+
+    Returns the image and its stored side (in which the metadata's pixel landmarks are given).
+
+    Raises :class:`DatasetFormatError` naming the file if it cannot be decoded or is not square.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as handle:
+            image = torch.from_numpy(np.asarray(handle.convert("RGB")).copy()).permute(2, 0, 1)
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise DatasetFormatError(f"{path}: cannot read the image ({error})") from error
+    if image.shape[1] != image.shape[2]:
+        raise DatasetFormatError(f"{path}: images must be square crops, got {image.shape[2]} x {image.shape[1]}")
+    stored_size = image.shape[-1]
+    image = image.float() / 255.0
+    if size is not None and image.shape[-1] != size:
+        image = torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear",
+                                                antialias=True, align_corners=False)[0].clamp(0, 1)
+    return image, stored_size
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    """Images, 68 landmarks and confidences (and ground truth when present) from a dataset folder.
+
+    ``dataset[i]`` is one image; ``dataset[(i, j, ...)]`` is a ring (what
+    :class:`~ringnet_lib.data.sampler.RingSampler` yields): the same keys with a leading R.
+
+    Args:
+        root: the dataset folder.
+        image_size: resize every image to this side (None: keep the stored size).
+        flip_probability: chance of a horizontal flip per image (landmarks mirrored and
+            re-indexed with :data:`~ringnet_lib.data.augment.IBUG68_FLIP`). Uses torch's
+            global RNG: in DataLoader workers it is seeded from the loader's ``generator``
+            (:func:`~ringnet_lib.data.sampler.ring_loader` seeds it), otherwise by ``torch.manual_seed``.
+        missing: ``"skip"`` (default) drops items whose image file is missing and warns with
+            their count and names (kept in :attr:`skipped`); ``"raise"`` raises instead.
+    Items: dict with ``image`` 3 x S x S float [0, 1], ``landmarks`` 68 x 2 normalised,
+    ``confidence`` 68, ``identity`` long, ``index`` long, ``flipped`` bool, and ``shape``,
+    ``expression``, ``pose``, ``camera`` when the dataset has them (pose and camera are
+    those of the unflipped image).
+    """
+
+    def __init__(self, root: str | Path, image_size: int | None = None, flip_probability: float = 0.0,
+                 missing: str = "skip"):
+        if missing not in ("skip", "raise"):
+            raise ValueError("missing must be 'skip' or 'raise'")
+        self.root = Path(root)
+        self.meta = read_metadata(self.root)
+        self.image_size, self.flip_probability = image_size, flip_probability
+        exists = np.array([(self.root / name).is_file() for name in self.meta["image"]])
+        self.skipped = [(str(self.root / name), "missing file") for name in self.meta["image"][~exists]]
+        if self.skipped and missing == "raise":
+            raise DatasetFormatError(f"{self.root}: {len(self.skipped)} image file(s) missing: "
+                                     + ", ".join(path for path, _ in self.skipped[:10]))
+        if self.skipped:
+            warnings.warn(f"{self.root}: skipped {len(self.skipped)} item(s) whose image is missing: "
+                          + ", ".join(path for path, _ in self.skipped[:10]), stacklevel=2)
+        self.rows = np.nonzero(exists)[0]  # dataset index -> metadata row
+        self.identity = self.meta["identity"][self.rows]  # per dataset index, for the sampler
+        self.ground_truth = [key for key in OPTIONAL_PER_IMAGE if key in self.meta]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def identity_names(self) -> np.ndarray:
+        return self.meta["identity_name"]
+
+    def neutral_mesh(self, identity: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(V x 3 vertices, F x 3 faces)`` of an identity's neutral mesh (synthetic data only)."""
+        if "neutral_vertices" not in self.meta:
+            raise KeyError(f"{self.root}: this dataset has no neutral meshes (real photos have no 3D ground truth)")
+        return self.meta["neutral_vertices"][identity], self.meta["faces"]
+
+    def _item(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.rows[index]
+        image, stored_size = load_image(self.root / self.meta["image"][row], self.image_size)
+        landmarks = pixels_to_normalized(torch.as_tensor(self.meta["landmarks"][row]), stored_size)
+        item = {"image": image, "landmarks": landmarks.float(),
+                "confidence": torch.as_tensor(self.meta["confidence"][row]).float(),
+                "identity": torch.tensor(int(self.meta["identity"][row])), "index": torch.tensor(int(index))}
+        item.update({key: torch.as_tensor(self.meta[key][row]).float() for key in self.ground_truth})
+        flip = self.flip_probability > 0 and bool(torch.rand(()) < self.flip_probability)
+        if flip:
+            item["image"], item["landmarks"], item["confidence"] = flip_sample(
+                item["image"], item["landmarks"], item["confidence"])
+        item["flipped"] = torch.tensor(flip)
+        return item
+
+    def __getitem__(self, index) -> dict[str, torch.Tensor]:
+        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
+            return self._item(int(index))
+        items = [self._item(int(i)) for i in index]
+        return {key: torch.stack([item[key] for item in items]) for key in items[0]}

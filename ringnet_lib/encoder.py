@@ -1,0 +1,174 @@
+"""RingNet's encoder: a ResNet trunk and an iterative regressor to the 159 parameters.
+
+    images (B x 3 x 224 x 224, RGB in [0, 1])
+      -> ImageNet normalisation -> ResNet-50 trunk -> features (B x 2048)
+      -> regressor, 3 times:  estimate += MLP(features ⊕ estimate)   (error feedback, as in HMR)
+      -> params (B x 159) = camera 3, pose 6, shape 100, expression 50 (see :mod:`ringnet_lib.params`)
+
+The regressor is the paper's: two fully connected layers of 512 units with
+ReLU and dropout, then a linear layer to 159 values. It starts from a fixed
+initial estimate (zeros except the camera scale, so that projected landmarks
+start inside the image) and predicts a *correction* each iteration.
+
+ImageNet weights are never downloaded (there is no internet where this runs):
+``weights=None`` by default, or ``weights_path`` pointing at a local
+torchvision state dict (e.g. ``resnet50-11ad3fa6.pth``); a missing file is an
+error, not a silent fallback. A ResNet-18 trunk (512 features) is an option
+for quick CPU runs; ResNet-50 stays the default.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torchvision
+from torch import nn
+
+from .params import CAMERA, N_PARAMS
+
+# torchvision's ImageNet statistics; the trunk expects images normalised with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_SIZE = 224  # the paper's crop; other sizes work (the trunk ends in global average pooling)
+
+TRUNK_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
+
+# Weak-perspective scale of the initial estimate. FLAME heads are ~0.16 m wide
+# (metres), normalised image coordinates span [-1, 1]: s = 10 maps a face onto
+# ~80% of the crop, so the first projected landmarks lie inside the image.
+DEFAULT_CAMERA_SCALE = 10.0
+
+
+class EncoderOutput(NamedTuple):
+    params: torch.Tensor  # B x 159, the last estimate
+    estimates: torch.Tensor  # n_iterations x B x 159, every estimate (the last equals params)
+    features: torch.Tensor  # B x n_features, the trunk's output
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation.
+
+    Args:
+        images: ``B x 3 x H x W``, RGB in [0, 1].
+    Returns:
+        ``B x 3 x H x W``: ``(images - mean) / std`` per channel.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be B x 3 x H x W, got {tuple(images.shape)}")
+    mean = images.new_tensor(IMAGENET_MEAN)[:, None, None]
+    std = images.new_tensor(IMAGENET_STD)[:, None, None]
+    return (images - mean) / std
+
+
+def build_trunk(name: str = "resnet50", weights_path: str | Path | None = None) -> tuple[nn.Module, int]:
+    """A torchvision ResNet without its classifier: ``B x 3 x H x W -> B x n_features``.
+
+    Args:
+        name: one of :data:`TRUNK_FEATURES`.
+        weights_path: optional local torchvision state dict (the classifier's
+            ``fc.*`` entries are ignored). Never downloaded.
+    Returns:
+        ``(trunk, n_features)``.
+    """
+    if name not in TRUNK_FEATURES:
+        raise ValueError(f"unknown trunk {name!r}; choose one of {sorted(TRUNK_FEATURES)}")
+    trunk = getattr(torchvision.models, name)(weights=None)
+    trunk.fc = nn.Identity()  # keep the 2048 (or 512) pooled features
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: trunk weights file not found. ImageNet weights are not downloaded by this code; "
+                f"put a torchvision {name} state dict there, or pass weights_path=None for random init.")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:  # a training checkpoint wrapping the weights
+            state = state["state_dict"]
+        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+        missing, unexpected = trunk.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path} does not hold {name} weights: missing {missing[:5]}..., "
+                             f"unexpected {unexpected[:5]}...")
+    return trunk, TRUNK_FEATURES[name]
+
+
+def default_initial_params(camera_scale: float = DEFAULT_CAMERA_SCALE) -> torch.Tensor:
+    """The regressor's starting point: ``159``, zeros except the camera scale.
+
+    Zero shape/expression/pose is FLAME's mean head, looking at the camera.
+    """
+    initial = torch.zeros(N_PARAMS)
+    initial[CAMERA.start] = camera_scale
+    return initial
+
+
+class Regressor(nn.Module):
+    """The paper's MLP: ``(n_features + 159) -> 512 -> 512 -> 159`` with ReLU and dropout."""
+
+    def __init__(self, n_features: int, hidden: int = 512, dropout: float = 0.5):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(n_features + N_PARAMS, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, N_PARAMS))
+        # Small last layer: the first corrections are tiny, so training starts at
+        # the initial estimate (landmarks inside the image) rather than somewhere random.
+        nn.init.xavier_uniform_(self.layers[-1].weight, gain=0.01)
+        nn.init.zeros_(self.layers[-1].bias)
+
+    def forward(self, features: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+        """``B x F``, ``B x 159`` -> correction ``B x 159``."""
+        return self.layers(torch.cat([features, estimate], dim=1))
+
+
+class RingNetEncoder(nn.Module):
+    """Images to FLAME + camera parameters.
+
+    Args:
+        trunk: ``"resnet50"`` (the paper's, default) or a smaller one (``"resnet18"``) for CPU runs.
+        weights_path: optional local ImageNet weights for the trunk (see :func:`build_trunk`).
+        n_iterations: regressor iterations with error feedback (3 in the paper).
+        hidden: width of the two hidden layers (512).
+        dropout: dropout after each hidden layer.
+        initial_params: ``159`` starting estimate; :func:`default_initial_params` when omitted.
+        param_scale: ``159`` or scalar; the regressor's output is multiplied by it
+            before being added, so blocks of different units (camera scale ~10,
+            coefficients ~1) move at sensible rates. 1 by default.
+    """
+
+    def __init__(self, trunk: str = "resnet50", weights_path: str | Path | None = None, n_iterations: int = 3,
+                 hidden: int = 512, dropout: float = 0.5, initial_params: torch.Tensor | None = None,
+                 param_scale: torch.Tensor | float = 1.0):
+        super().__init__()
+        if n_iterations < 1:
+            raise ValueError(f"n_iterations must be >= 1, got {n_iterations}")
+        self.trunk_name, self.n_iterations = trunk, n_iterations
+        self.trunk, self.n_features = build_trunk(trunk, weights_path)
+        self.regressor = Regressor(self.n_features, hidden, dropout)
+        initial = default_initial_params() if initial_params is None else torch.as_tensor(initial_params).float()
+        if initial.shape != (N_PARAMS,):
+            raise ValueError(f"initial_params must have shape ({N_PARAMS},), got {tuple(initial.shape)}")
+        # Buffers, not parameters: saved with the model, moved by .to(), never trained.
+        self.register_buffer("initial_params", initial.clone())
+        self.register_buffer("param_scale", torch.as_tensor(param_scale, dtype=torch.float32).expand(N_PARAMS).clone())
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x H x W`` in [0, 1] -> ``B x n_features``."""
+        return self.trunk(normalize_images(images))
+
+    def regress(self, features: torch.Tensor) -> torch.Tensor:
+        """Iterative error feedback. ``B x F`` -> ``n_iterations x B x 159``."""
+        # The estimate stays in the buffers' float32 even under bf16 autocast:
+        # corrections are small, and adding them in bf16 would round them away.
+        estimate = self.initial_params.expand(features.shape[0], -1)
+        estimates = []
+        for _ in range(self.n_iterations):
+            estimate = estimate + self.param_scale * self.regressor(features, estimate)
+            estimates.append(estimate)
+        return torch.stack(estimates)
+
+    def forward(self, images: torch.Tensor) -> EncoderOutput:
+        """``B x 3 x H x W`` RGB in [0, 1] -> :class:`EncoderOutput` (params ``B x 159``)."""
+        features = self.features(images)
+        estimates = self.regress(features)
+        return EncoderOutput(estimates[-1], estimates, features)

@@ -1,0 +1,145 @@
+"""Dataset format, the Dataset, bad input, and the photo-folder tool with a fake detector (no dlib)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ringnet_lib.data import photos
+from ringnet_lib.data.dataset import DatasetFormatError, FaceDataset, read_metadata, write_metadata
+from ringnet_lib.data.sampler import ring_loader
+
+SIZE = 32
+
+
+def make_dataset(root, n_identities=3, per_identity=4, **overrides):
+    """A tiny dataset of random square images whose pixel at each landmark encodes the landmark."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    n = n_identities * per_identity
+    names = [f"images/{i}.png" for i in range(n)]
+    landmarks = rng.uniform(0, SIZE, size=(n, 68, 2)).astype(np.float32)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, size=(SIZE, SIZE, 3), dtype=np.uint8)).save(root / name)
+    fields = dict(image=names, identity=np.repeat(np.arange(n_identities), per_identity),
+                  identity_name=[f"person{i}" for i in range(n_identities)], landmarks=landmarks,
+                  confidence=rng.uniform(0, 1, size=(n, 68)), shape=rng.normal(size=(n, 100)))
+    fields.update(overrides)
+    write_metadata(root, **fields)
+    return fields
+
+
+def test_round_trip_and_normalised_landmarks(tmp_path):
+    fields = make_dataset(tmp_path)
+    dataset = FaceDataset(tmp_path)
+    item = dataset[5]
+    assert item["image"].shape == (3, SIZE, SIZE) and 0 <= item["image"].min() and item["image"].max() <= 1
+    u, v = fields["landmarks"][5].T  # pixels, +v down -> normalised, +y up
+    expected = np.stack([2 * u / SIZE - 1, 1 - 2 * v / SIZE], axis=1)
+    np.testing.assert_allclose(item["landmarks"].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(item["shape"].numpy(), fields["shape"][5], rtol=1e-6)
+    # Resizing changes pixels, not normalised landmarks.
+    resized = FaceDataset(tmp_path, image_size=16)[5]
+    assert resized["image"].shape == (3, 16, 16)
+    torch.testing.assert_close(resized["landmarks"], item["landmarks"])
+
+
+def test_ring_batches_have_the_documented_layout(tmp_path):
+    make_dataset(tmp_path)
+    batch = next(iter(ring_loader(FaceDataset(tmp_path), ring_size=4, rings_per_batch=2, seed=0)))
+    assert batch["images"].shape == (2, 4, 3, SIZE, SIZE)
+    assert batch["landmarks"].shape == (2, 4, 68, 2) and batch["confidence"].shape == (2, 4, 68)
+    assert batch["identity"].shape == (2, 4) and batch["shape"].shape == (2, 4, 100)
+    assert (batch["identity"][:, :3] == batch["identity"][:, :1]).all()
+    assert (batch["identity"][:, 3] != batch["identity"][:, 0]).all()
+
+
+def test_wrong_landmark_shape_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetFormatError, match=r"'landmarks' must have shape \(12, 68, 2\)"):
+        make_dataset(tmp_path, landmarks=np.zeros((12, 51, 2)))
+
+
+def test_nan_confidence_names_the_file(tmp_path):
+    confidence = np.ones((12, 68))
+    confidence[7, 3] = np.nan
+    with pytest.raises(DatasetFormatError, match=r"'confidence' has NaN.*images/7.png"):
+        make_dataset(tmp_path, confidence=confidence)
+
+
+def test_missing_image_is_counted_and_named(tmp_path):
+    make_dataset(tmp_path)
+    (tmp_path / "images/4.png").unlink()
+    with pytest.warns(UserWarning, match=r"skipped 1 item.*images/4.png"):
+        dataset = FaceDataset(tmp_path)
+    assert len(dataset) == 11 and dataset.skipped[0][0].endswith("images/4.png")
+    with pytest.raises(DatasetFormatError, match="1 image file"):
+        FaceDataset(tmp_path, missing="raise")
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    make_dataset(tmp_path)
+    (tmp_path / "images/2.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetFormatError, match=r"images/2.png: cannot read"):
+        FaceDataset(tmp_path)[2]
+
+
+def test_missing_metadata_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetFormatError, match="metadata.npz: no such file"):
+        read_metadata(tmp_path)
+
+
+def fake_detector(image: np.ndarray) -> list[np.ndarray]:
+    """'Detects' the 68 points on a ring around the photo's centre; none on all-black photos."""
+    if image.max() == 0:
+        return []
+    h, w = image.shape[:2]
+    angle = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    return [np.stack([w / 2 + 0.2 * w * np.cos(angle), h / 2 + 0.2 * h * np.sin(angle)], axis=1)]
+
+
+def test_photo_folder_tool_crops_counts_and_names(tmp_path):
+    source = tmp_path / "photos"
+    rng = np.random.default_rng(1)
+    for person, n in (("ann", 3), ("ben", 2), ("cy", 1)):
+        (source / person).mkdir(parents=True)
+        for k in range(n):
+            photo = rng.integers(1, 255, size=(60, 80, 3), dtype=np.uint8)
+            Image.fromarray(photo).save(source / person / f"{k}.png")
+    (source / "ann" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(source / "ben" / "black.png")
+    out = tmp_path / "dataset"
+    report = photos.build_from_photos(source, out, size=48, detector=fake_detector, progress=False)
+    assert report.written == 6
+    skipped = dict(report.skipped)
+    assert set(skipped) == {str(source / "ann" / "broken.jpg"), str(source / "ben" / "black.png")}
+    assert "cannot read" in skipped[str(source / "ann" / "broken.jpg")]
+    assert report.single_image_identities == ["cy"]
+    assert "broken.jpg" in report.summary()
+    dataset = FaceDataset(out)
+    assert list(dataset.identity_names) == ["ann", "ben", "cy"] and len(dataset) == 6
+    # Loose, centred crop: the ring of points spans CROP_FILL of the crop, centred.
+    points = read_metadata(out)["landmarks"][0]
+    np.testing.assert_allclose(np.ptp(points, axis=0).max() / 48, photos.CROP_FILL, rtol=1e-6)
+    np.testing.assert_allclose((points.min(0) + points.max(0)) / 2, [24, 24], atol=1e-6)
+
+
+def test_crop_moves_pixels_and_landmarks_together():
+    rng = np.random.default_rng(2)
+    photo = rng.integers(0, 255, size=(120, 100, 3), dtype=np.uint8)
+    landmarks = rng.uniform(30, 70, size=(68, 2))
+    marker = np.array([20.5, 40.5])  # a pixel centre inside the crop
+    landmarks[0] = marker
+    photo[40, 20] = [255, 0, 255]
+    crop, moved = photos.crop_face(photo, landmarks, size=128)
+    # The marker is magnified ~1.75x, so the crop's pixel at its new position is mostly magenta
+    # (bilinear weight > 0.7); half a pixel of misalignment would bring green above 100.
+    col, row = np.floor(moved[0]).astype(int)
+    red, green, blue = crop[row, col].astype(int)
+    assert red > 200 and blue > 200 and green < 80, crop[row, col]
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "someone").mkdir()
+    with pytest.raises(DatasetFormatError, match="no photos found"):
+        photos.build_from_photos(tmp_path, tmp_path / "out", detector=fake_detector, progress=False)

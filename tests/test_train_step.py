@@ -1,0 +1,113 @@
+"""The 6-branch step: one encoder call on B·R images equals R separate branches with shared weights."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ringnet_lib import losses, testing
+from ringnet_lib.camera import project_weak_perspective
+from ringnet_lib.encoder import RingNetEncoder
+from ringnet_lib.flame import FLAME
+from ringnet_lib.params import SHAPE, full_pose_from_ringnet_pose, split_params
+from ringnet_lib.training.step import LandmarkHead, initial_params_from_flame, ring_step
+
+
+@pytest.fixture(scope="module")
+def small_flame():
+    model = testing.random_flame_model(n_vertices=300, seed=5)
+    return FLAME(model, static_embedding=testing.random_static_embedding(len(model.faces), seed=5))
+
+
+def make_batch(flame, n_rings, ring, size=32, seed=0):
+    """Random images; landmarks = FLAME landmarks of random parameters through a camera (no rendering)."""
+    generator = torch.Generator().manual_seed(seed)
+    count = n_rings * ring
+    shape = torch.randn(count, 100, generator=generator)
+    pose = 0.2 * torch.randn(count, 6, generator=generator)
+    output = flame(shape=shape, pose=full_pose_from_ringnet_pose(pose))
+    camera = torch.tensor([[5.0, 0.0, 0.0]]).expand(count, -1)
+    target = torch.zeros(count, 68, 2)
+    target[:, 17:] = project_weak_perspective(output.static_landmarks, camera)
+    confidence = torch.zeros(count, 68)
+    confidence[:, 17:] = torch.rand(count, 51, generator=generator)
+    return {"images": torch.rand(n_rings, ring, 3, size, size, generator=generator),
+            "landmarks": target.view(n_rings, ring, 68, 2), "confidence": confidence.view(n_rings, ring, 68),
+            "identity": losses.default_ring_identity(n_rings, ring)}
+
+
+def make_encoder(flame, head, seed=0):
+    torch.manual_seed(seed)
+    return RingNetEncoder(trunk="resnet18", initial_params=initial_params_from_flame(flame, head))
+
+
+@pytest.mark.parametrize("ring", [2, 3, 6])
+def test_one_call_equals_separate_branches(small_flame, ring):
+    head = LandmarkHead(small_flame, use_68=False)
+    encoder = make_encoder(small_flame, head).eval()  # eval: BatchNorm uses running statistics, per image
+    batch = make_batch(small_flame, n_rings=2, ring=ring)
+    prediction = ring_step(encoder, small_flame, head, batch)
+    # R branches: each position of the ring through the encoder on its own, then the paper's formulas.
+    branches = torch.stack([encoder(batch["images"][:, r]).params for r in range(ring)], dim=1)  # B x R x 159
+    max_diff = (prediction.params - branches).abs().max().item()
+    assert max_diff < 1e-4, max_diff
+    camera, pose, shape, expression = split_params(branches)
+    projected = torch.stack([project_weak_perspective(small_flame(
+        shape=shape[:, r], expression=expression[:, r], pose=full_pose_from_ringnet_pose(pose[:, r])).static_landmarks,
+        camera[:, r]) for r in range(ring)], dim=1)
+    expected = (losses.ring_loss(shape)
+                + 60 * losses.landmark_loss(projected, batch["landmarks"][:, :, 17:], batch["confidence"][:, :, 17:])
+                + 1e-4 * losses.squared_norm(shape) + 1e-4 * losses.squared_norm(expression))
+    torch.testing.assert_close(prediction.total, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_only_the_encoder_gets_gradients(small_flame):
+    head = LandmarkHead(small_flame, use_68=False)
+    encoder = make_encoder(small_flame, head).train()
+    prediction = ring_step(encoder, small_flame, head, make_batch(small_flame, 2, 3))
+    prediction.total.backward()
+    assert list(small_flame.parameters()) == [] and list(head.parameters()) == []
+    assert all(not b.requires_grad and b.grad is None for b in small_flame.buffers())
+    grads = [p.grad for p in encoder.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+
+
+def test_one_encoder_call_per_step(small_flame):
+    head = LandmarkHead(small_flame, use_68=False)
+    encoder = make_encoder(small_flame, head).eval()
+    calls = []
+    encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    ring_step(encoder, small_flame, head, make_batch(small_flame, 3, 4))
+    assert calls == [12]  # B·R images in one call
+
+
+@pytest.mark.parametrize("mode", ["swap", "mean", "none"])
+def test_consistency_ablations(small_flame, mode):
+    head = LandmarkHead(small_flame, use_68=False)
+    encoder = make_encoder(small_flame, head).eval()
+    batch = make_batch(small_flame, 2, 4)
+    prediction = ring_step(encoder, small_flame, head, batch, consistency=mode)
+    assert torch.isfinite(prediction.total)
+    if mode == "none":
+        assert prediction.terms["consistency"].item() == 0.0
+    if mode == "swap":  # the landmark loss of the swapped decoding (random net: > 0)
+        assert prediction.terms["consistency"].item() > 0
+    with pytest.raises(ValueError, match="consistency"):
+        ring_step(encoder, small_flame, head, batch, consistency="triplet")
+
+
+def test_mean_mode_decodes_one_shape_per_identity(small_flame):
+    head = LandmarkHead(small_flame, use_68=False)
+    encoder = make_encoder(small_flame, head).eval()
+    batch = make_batch(small_flame, 1, 3)
+    mean = ring_step(encoder, small_flame, head, batch, consistency="mean")
+    own = ring_step(encoder, small_flame, head, batch, consistency="none")
+    # same parameters, different decoded shapes for the two same-identity images only
+    torch.testing.assert_close(mean.params, own.params)
+    torch.testing.assert_close(mean.landmarks2d[:, -1], own.landmarks2d[:, -1])
+    assert (mean.landmarks2d[:, :2] - own.landmarks2d[:, :2]).abs().max() > 0
+    shape = mean.params[0, :2, SHAPE].mean(0, keepdim=True)
+    camera, pose, _, expression = split_params(mean.params[0, :1])
+    expected = project_weak_perspective(small_flame(shape=shape, expression=expression,
+                                                    pose=full_pose_from_ringnet_pose(pose)).static_landmarks, camera)
+    torch.testing.assert_close(mean.landmarks2d[0, :1], expected, rtol=1e-5, atol=1e-5)
