@@ -19,7 +19,7 @@ endif
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench ablation ablation-ci clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,15 @@ bench: setup
 	$(PY) bench/flame_forward.py
 	$(PY) bench/data_loading.py
 	$(PY) bench/train_step.py
+
+# The paper's ablations (R, λ_sc, ring/swap/mean) at equal steps, scored on held-out
+# synthetic identities. Paper scale, on a GPU:
+#   $(PY) -m ringnet_lib.ablation --paper --device cuda --out $(OUT)/ablation_paper
+ablation: setup
+	$(PY) -m ringnet_lib.ablation --quick --out $(OUT)/ablation
+
+ablation-ci: setup
+	$(PY) -m ringnet_lib.ablation --ci --out $(OUT)/ablation_ci
 
 clean:
 	rm -rf $(OUT) .pytest_cache
