@@ -56,7 +56,8 @@ def ring_loss(shapes: torch.Tensor, margin: float = RING_MARGIN, include_self_pa
     ``j = k`` is included by default because the paper's sums run over all
     ``j, k``; those terms read ``max(0, η − ‖β_ij − β_iR‖²)``: each anchor
     pushes the other identity at least √η away even when all its positives
-    already agree. ``include_self_pairs=False`` drops them (R-1)(R-2) pairs.
+    already agree. ``include_self_pairs=False`` drops those R-1 terms, keeping
+    the (R-1)(R-2) pairs with j != k.
 
     Args:
         shapes: ``B x R x n``; positions ``0..R-2`` one identity, ``R-1`` another.
