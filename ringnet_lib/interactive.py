@@ -7,18 +7,15 @@ widgets can time out under nbval.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-
-def _numpy(array) -> np.ndarray:
-    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+from .viz import _to_numpy
 
 
 def plotly_mesh(vertices, faces, color: str = "#d9b8a0", title: str | None = None, figure_widget: bool = False):
     """A shaded plotly mesh of ``V x 3`` vertices and ``F x 3`` faces, viewed from the front."""
     import plotly.graph_objects as go
-    v, f = _numpy(vertices), _numpy(faces)
+    v, f = _to_numpy(vertices), _to_numpy(faces)
     mesh = go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], color=color,
                      flatshading=False, lighting=dict(ambient=0.35, diffuse=0.8, specular=0.15, roughness=0.6),
                      lightposition=dict(x=0, y=100, z=300))
