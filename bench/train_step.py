@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import warnings
 
 import torch
 import torchvision
@@ -48,7 +47,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore", UserWarning)  # the 68-landmark fallback warning, if any
     torch.manual_seed(0)
     flame = FLAME()
     head = LandmarkHead(flame)

@@ -81,14 +81,16 @@ def pitch_rotation(pitch_deg: float) -> np.ndarray:
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals. vertices: ``V x 3``, faces: ``F x 3`` -> ``V x 3`` unit."""
-    tri = vertices[faces]
-    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 x area
-    normals = np.zeros_like(vertices)
-    for corner in range(3):
-        np.add.at(normals, faces[:, corner], face_n)
-    return normals / (np.linalg.norm(normals, axis=1, keepdims=True) + 1e-20)
+def vertex_normals_float64(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """``V x 3`` unit normals of a numpy mesh: :func:`ringnet_lib.data.render.vertex_normals` in float64.
+
+    Float64 as the shipped table was built (its rebuild test compares barycentrics at 1e-12).
+    """
+    import torch
+
+    from .data.render import vertex_normals
+    mesh = torch.tensor(np.asarray(vertices, dtype=np.float64))[None]
+    return vertex_normals(mesh, torch.tensor(np.asarray(faces, dtype=np.int64)))[0].numpy()
 
 
 def rim_segments(normal_z: np.ndarray, faces: np.ndarray, face_mask: np.ndarray | None = None):
@@ -261,7 +263,7 @@ def build_dynamic_embedding(vertices: np.ndarray, faces: np.ndarray, frontal_fac
         mirror_vertex_index = mirror_map_from_vertices(vertices)
     frontal = np.einsum("lk,lkc->lc", frontal_b_coords, vertices[faces[frontal_face_idx]])
     starts, directions = fan_rays(frontal)
-    normals = vertex_normals(vertices, faces)
+    normals = vertex_normals_float64(vertices, faces)
     lookup = face_lookup(faces)
     half, chin = N_CONTOUR // 2, N_CONTOUR // 2
     right = {}  # (yaw, k) -> (face, bary), k in 0..8 (right half and chin), yaw in 0..39: the right half turns away

@@ -187,7 +187,7 @@ def load_model(checkpoint: str | Path, expected: dict | None = None, flame=None)
         detail = ", ".join(f"{k}: checkpoint {a!r} vs expected {b!r}" for k, (a, b) in sorted(different.items()))
         raise DemoError(f"{checkpoint}: the checkpoint comes from another config ({detail})")
     flame = FLAME(config.flame_model or None) if flame is None else flame
-    head = LandmarkHead(flame)
+    head = LandmarkHead(flame, use_68=config.landmarks68)
     # The camera the encoder starts from is a buffer in the state dict, so any value works here.
     encoder = build_encoder(config, flame, head, torch.zeros(3))
     try:

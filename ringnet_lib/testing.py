@@ -3,6 +3,8 @@
 They have FLAME's layout (5 joints, 400 blend-shape columns, 36 pose
 correctives) but random geometry, so that conformance tests exercise every
 term of the decoder, pose correctives included (the default head has none).
+Their landmark files (:func:`random_static_embedding`, :func:`random_dynamic_embedding`,
+both in :func:`write_random_flame_folder`) are random too, in FLAME's formats.
 The chumpy-style writer reproduces how the official FLAME 2020 pickle stores
 its arrays, without chumpy installed.
 """
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .model_io import FlameModelData, flame_model_from_dict
+from .landmarks import N_CONTOUR, N_YAW_BINS, save_dynamic_embedding
+from .model_io import DYNAMIC_EMBEDDING_NAME, FlameModelData, flame_model_from_dict, write_flame_folder
 
 FLAME_KINTREE = np.array([[np.iinfo(np.uint32).max, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64)
 
@@ -43,8 +46,27 @@ def random_static_embedding(n_faces: int, seed: int = 0) -> dict:
             "lmk_b_coords": rng.dirichlet(np.ones(3), size=51)}
 
 
+def random_dynamic_embedding(n_faces: int, seed: int = 0) -> dict:
+    """A random but valid contour table: 79 yaw bins x 17 faces + barycentric coordinates.
+
+    The layout :func:`ringnet_lib.landmarks.load_dynamic_embedding` reads, so that
+    :class:`~ringnet_lib.training.step.LandmarkHead` gives 68 landmarks on random models.
+    """
+    rng = np.random.default_rng(seed + 2)
+    return {"lmk_face_idx": rng.integers(n_faces, size=(N_YAW_BINS, N_CONTOUR), dtype=np.int64),
+            "lmk_b_coords": rng.dirichlet(np.ones(3), size=(N_YAW_BINS, N_CONTOUR))}
+
+
 def random_flame_model(n_vertices: int = 500, seed: int = 0) -> FlameModelData:
     return flame_model_from_dict(random_flame_dict(n_vertices, seed), source=f"random model (seed {seed})")
+
+
+def write_random_flame_folder(folder: str | Path, n_vertices: int = 500, seed: int = 0) -> Path:
+    """A random model as a FLAME download folder: model, static embedding and contour table."""
+    model = random_flame_model(n_vertices, seed)
+    folder = write_flame_folder(model, random_static_embedding(len(model.faces), seed), folder)
+    save_dynamic_embedding(random_dynamic_embedding(len(model.faces), seed), folder / DYNAMIC_EMBEDDING_NAME)
+    return folder
 
 
 def write_chumpy_style_pickle(raw: dict, path: str | Path, protocol: int = 2) -> Path:

@@ -33,7 +33,7 @@ def test_papermill_command_names_the_changed_fields(tmp_path):
     config = ablation.run_config("ring R=6", "quick", tmp_path)
     command = ablation.papermill_command(config)
     assert command.startswith("papermill -k python3 notebooks/06_training.ipynb")
-    assert "-p ring_size 6" in command and "-p max_steps 160" in command
+    assert "-p ring_size 6" in command and "-p max_steps 400" in command
     assert "-p lr" not in command  # unchanged fields stay out
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from ringnet_lib.data import photos
 from ringnet_lib.data.dataset import DatasetFormatError, FaceDataset, read_metadata, write_metadata
-from ringnet_lib.data.sampler import ring_loader
+from ringnet_lib.data.sampler import collate_rings, ring_loader
 
 SIZE = 32
 
@@ -53,6 +53,22 @@ def test_ring_batches_have_the_documented_layout(tmp_path):
     assert batch["identity"].shape == (2, 4) and batch["shape"].shape == (2, 4, 100)
     assert (batch["identity"][:, :3] == batch["identity"][:, :1]).all()
     assert (batch["identity"][:, 3] != batch["identity"][:, 0]).all()
+
+
+def test_one_collate_for_loader_and_training_rings(tmp_path):
+    from ringnet_lib.training import data as training_data
+    assert training_data.collate_rings is collate_rings  # the training loop's import is the same function
+    make_dataset(tmp_path)
+    faces = FaceDataset(tmp_path)
+    rings = training_data.FolderRingSet(faces, ring_size=4, seed=0)
+    item = rings[0]
+    assert item["images"].shape == (4, 3, SIZE, SIZE) and "image" not in item
+    from_items = collate_rings([dict(rings[0], name="dropped"), rings[1]])  # non-tensor entries are dropped
+    from_faces = collate_rings([faces[tuple(rings.rings[0])], faces[tuple(rings.rings[1])]])  # FaceDataset rings
+    assert set(from_items) == set(from_faces) and {"images", "landmarks", "identity"} <= set(from_faces)
+    assert from_faces["images"].shape == (2, 4, 3, SIZE, SIZE)
+    for key, value in from_faces.items():
+        torch.testing.assert_close(from_items[key], value, rtol=0, atol=0)
 
 
 def test_wrong_landmark_shape_is_a_clear_error(tmp_path):

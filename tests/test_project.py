@@ -70,6 +70,13 @@ def test_notebook_is_ready_for_papermill_and_nbval(path):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip the outputs"
     text = "".join("".join(c["source"]) for c in cells)
     assert "ringnet_lib" in text and "Exercise" in text and "assert" in text
+    # papermill must see every parameter: it silently skips a line it cannot parse (an "=" in the
+    # comment is enough), and then warns "unknown parameter" while injecting it anyway.
+    from papermill.translators import PythonTranslator
+
+    source = "".join(tagged[0]["source"])
+    assigned = re.findall(r"^(\w+)\s*=", source, re.MULTILINE)
+    assert [p.name for p in PythonTranslator.inspect({"source": source})] == assigned
 
 
 def test_documented_arguments_exist():

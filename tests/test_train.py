@@ -6,22 +6,18 @@ import dataclasses
 import pytest
 import torch
 
-from ringnet_lib import model_io, testing
+from ringnet_lib import testing
 from ringnet_lib import train as train_module
 from ringnet_lib.train import NonFiniteLossError, TrainConfig, config_from_args, train
 from ringnet_lib.training import checkpoint as ckpt
 from ringnet_lib.training.data import DEFAULT_SYNTHETIC
 
-# The small random model has no contour table: training falls back to the 51 static landmarks.
-pytestmark = pytest.mark.filterwarnings("ignore:68 landmarks unavailable")
-
 
 def small_flame_folder(root) -> str:
-    """A small random FLAME-format model (300 vertices), so tests need not build the default head."""
+    """A small random FLAME-format folder (300 vertices, contour table included): no default head to build."""
     folder = root / "small_flame"
     if not folder.exists():
-        model = testing.random_flame_model(n_vertices=300, seed=7)
-        model_io.write_flame_folder(model, testing.random_static_embedding(len(model.faces), seed=7), folder)
+        testing.write_random_flame_folder(folder, n_vertices=300, seed=7)
     return str(folder)
 
 
@@ -134,3 +130,16 @@ def test_logs_and_result(tmp_path):
     assert events
     saved = torch.load(result.checkpoint, weights_only=False)
     assert saved["config"] == dataclasses.asdict(config)
+
+
+def test_a_model_without_contour_table_trains_on_51_landmarks_only_when_asked(tmp_path):
+    from ringnet_lib.model_io import DYNAMIC_EMBEDDING_NAME, ModelFileError
+
+    folder = tmp_path / "no_contour"
+    testing.write_random_flame_folder(folder, n_vertices=300, seed=3)
+    (folder / DYNAMIC_EMBEDDING_NAME).unlink()
+    with pytest.raises(ModelFileError, match="landmarks68"):
+        train(tiny_config(tmp_path, flame_model=str(folder), max_steps=1))
+    assert not (tmp_path / "run" / ckpt.CHECKPOINT_NAME).exists()  # refused before any training
+    result = train(tiny_config(tmp_path, flame_model=str(folder), landmarks68=False, max_steps=2))
+    assert result.steps == 2 and all(torch.isfinite(torch.tensor(r["total"])) for r in result.history)

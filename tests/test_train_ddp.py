@@ -26,8 +26,6 @@ from test_train import small_flame_folder
 # so 2e-5 is < 7% of the distance travelled (measured: ~6e-6, in a few conv weights).
 TOLERANCE = 2e-5
 
-pytestmark = pytest.mark.filterwarnings("ignore:68 landmarks unavailable")
-
 
 def config_values(tmp_path, out_dir):
     return dict(data="memory", flame_model=small_flame_folder(tmp_path), image_size=32, ring_size=3,

@@ -1,6 +1,7 @@
 """The 6-branch step: one encoder call on B·R images equals R separate branches with shared weights."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,6 +9,7 @@ from ringnet_lib import losses, testing
 from ringnet_lib.camera import project_weak_perspective
 from ringnet_lib.encoder import RingNetEncoder
 from ringnet_lib.flame import FLAME
+from ringnet_lib.model_io import DYNAMIC_EMBEDDING_NAME, ModelFileError
 from ringnet_lib.params import SHAPE, full_pose_from_ringnet_pose, split_params
 from ringnet_lib.training.step import LandmarkHead, initial_params_from_flame, ring_step
 
@@ -16,6 +18,12 @@ from ringnet_lib.training.step import LandmarkHead, initial_params_from_flame, r
 def small_flame():
     model = testing.random_flame_model(n_vertices=300, seed=5)
     return FLAME(model, static_embedding=testing.random_static_embedding(len(model.faces), seed=5))
+
+
+@pytest.fixture(scope="module")
+def head68(small_flame):
+    """The 68 landmarks of the random model, through its random contour table."""
+    return LandmarkHead(small_flame, dynamic_embedding=testing.random_dynamic_embedding(len(small_flame.faces), 5))
 
 
 def make_batch(flame, n_rings, ring, size=32, seed=0):
@@ -60,8 +68,8 @@ def test_one_call_equals_separate_branches(small_flame, ring):
     torch.testing.assert_close(prediction.total, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_only_the_encoder_gets_gradients(small_flame):
-    head = LandmarkHead(small_flame, use_68=False)
+def test_only_the_encoder_gets_gradients(small_flame, head68):
+    head = head68
     encoder = make_encoder(small_flame, head).train()
     prediction = ring_step(encoder, small_flame, head, make_batch(small_flame, 2, 3))
     prediction.total.backward()
@@ -72,8 +80,8 @@ def test_only_the_encoder_gets_gradients(small_flame):
     assert sum(g.abs().sum() for g in grads) > 0
 
 
-def test_one_encoder_call_per_step(small_flame):
-    head = LandmarkHead(small_flame, use_68=False)
+def test_one_encoder_call_per_step(small_flame, head68):
+    head = head68
     encoder = make_encoder(small_flame, head).eval()
     calls = []
     encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
@@ -82,8 +90,8 @@ def test_one_encoder_call_per_step(small_flame):
 
 
 @pytest.mark.parametrize("mode", ["swap", "mean", "none"])
-def test_consistency_ablations(small_flame, mode):
-    head = LandmarkHead(small_flame, use_68=False)
+def test_consistency_ablations(small_flame, head68, mode):
+    head = head68
     encoder = make_encoder(small_flame, head).eval()
     batch = make_batch(small_flame, 2, 4)
     prediction = ring_step(encoder, small_flame, head, batch, consistency=mode)
@@ -111,3 +119,37 @@ def test_mean_mode_decodes_one_shape_per_identity(small_flame):
     expected = project_weak_perspective(small_flame(shape=shape, expression=expression,
                                                     pose=full_pose_from_ringnet_pose(pose)).static_landmarks, camera)
     torch.testing.assert_close(mean.landmarks2d[0, :1], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_landmark_head_without_contour_table_says_what_to_do(small_flame, tmp_path):
+    with pytest.raises(ModelFileError, match=f"no {DYNAMIC_EMBEDDING_NAME} beside it") as error:
+        LandmarkHead(small_flame)  # an in-memory model: no folder, no table
+    assert "use_68=False" in str(error.value) and "ringnet_lib.contour" in str(error.value)
+    folder = testing.write_random_flame_folder(tmp_path / "flame", n_vertices=200, seed=2)
+    (folder / DYNAMIC_EMBEDDING_NAME).unlink()
+    with pytest.raises(ModelFileError, match="use_68=False") as error:
+        LandmarkHead(FLAME(folder))
+    assert str(folder / DYNAMIC_EMBEDDING_NAME) in str(error.value)
+
+
+def test_landmark_head_static_51_are_flames(small_flame):
+    head = LandmarkHead(small_flame, use_68=False)
+    pose15 = full_pose_from_ringnet_pose(0.2 * torch.randn(4, 6, generator=torch.Generator().manual_seed(1)))
+    output = small_flame(shape=torch.randn(4, 100), pose=pose15)
+    points = head(output, pose15)
+    assert points.shape == (4, 51, 3)
+    torch.testing.assert_close(points, output.static_landmarks, rtol=0, atol=0)
+    assert head.target_index.tolist() == list(range(17, 68))  # iBUG 18..68
+
+
+def test_landmark_head_reads_the_table_beside_the_model(tmp_path):
+    folder = testing.write_random_flame_folder(tmp_path / "flame", n_vertices=200, seed=2)
+    flame = FLAME(folder)
+    head = LandmarkHead(flame)
+    pose15 = full_pose_from_ringnet_pose(0.3 * torch.randn(3, 6, generator=torch.Generator().manual_seed(2)))
+    output = flame(shape=torch.randn(3, 100), pose=pose15)
+    points = head(output, pose15)
+    assert points.shape == (3, 68, 3) and head.target_index.tolist() == list(range(68))
+    torch.testing.assert_close(points[:, 17:], output.static_landmarks, rtol=0, atol=0)
+    table = testing.random_dynamic_embedding(len(flame.faces), seed=2)
+    np.testing.assert_array_equal(head.landmarks68.contour_face_idx.numpy(), table["lmk_face_idx"])

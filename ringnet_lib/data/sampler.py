@@ -33,10 +33,13 @@ import torch
 
 
 class RingSampler(torch.utils.data.Sampler):
-    """Yields rings: tuples of R dataset indices (pass it as a DataLoader's ``sampler``).
+    """Builds rings (R indices) from identities; use it to stream a FaceDataset's rings through a DataLoader.
 
-    ``FaceDataset[ring]`` then loads the R images, and the DataLoader's default collate
-    makes ``B x R x ...`` batches (:func:`collate_rings` documents the result).
+    It yields tuples of R dataset indices (pass it as a DataLoader's ``sampler``, as
+    :func:`ring_loader` does); ``FaceDataset[ring]`` loads the R images and
+    :func:`collate_rings` makes ``B x R x ...`` batches. The training loop keeps its building
+    (:meth:`epoch_rings`) and leaves ordering, batching and resume to
+    :class:`ringnet_lib.training.data.RingBatchSampler`.
 
     Args:
         identity: per dataset index, its identity (``FaceDataset.identity``).
@@ -111,16 +114,25 @@ class RingSampler(torch.utils.data.Sampler):
         return iter([tuple(int(i) for i in ring) for ring in rings])
 
 
-def collate_rings(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack rings into a batch (what DataLoader's default collate also gives).
+def as_ring_item(ring: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ring as ``FaceDataset[ring]`` gives it (``image`` R x 3 x H x W) with the ring key ``images``."""
+    return {("images" if key == "image" else key): value for key, value in ring.items()}
 
-    Returns a dict: ``images`` B x R x 3 x H x W in [0, 1], ``landmarks`` B x R x 68 x 2
-    (normalised, camera.py), ``confidence`` B x R x 68, ``identity`` B x R, ``index`` B x R,
-    ``flipped`` B x R, and ``shape`` B x R x 100 (``expression``, ``pose``, ``camera``) when
-    the dataset has ground truth. The odd identity is at ring position R-1.
+
+def collate_rings(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack B rings (dicts of ``R x ...`` tensors) into one ring batch; the one collate of the library.
+
+    Items are ``FaceDataset[ring]`` dicts (their ``image`` becomes ``images``) or ring items
+    of the training sets (``images`` already); entries that are not tensors are dropped.
+    Returns a dict: ``images`` B x R x 3 x H x W in [0, 1] (what
+    :func:`ringnet_lib.training.step.ring_step` reads), ``landmarks`` B x R x 68 x 2
+    (normalised, camera.py), ``confidence`` B x R x 68, and what the items have of
+    ``identity`` B x R, ``index`` B x R, ``flipped`` B x R, ``shape`` B x R x 100
+    (``expression``, ``pose``, ``camera``). The odd identity is at ring position R-1.
     """
-    batch = [dict(item, images=item["image"]) for item in batch]
-    return {key: torch.stack([item[key] for item in batch]) for key in batch[0] if key != "image"}
+    items = [as_ring_item(item) for item in items]
+    return {key: torch.stack([item[key] for item in items]) for key, value in items[0].items()
+            if isinstance(value, torch.Tensor)}
 
 
 def ring_loader(dataset, ring_size: int = 6, rings_per_batch: int = 4, seed: int = 0, rank: int = 0,

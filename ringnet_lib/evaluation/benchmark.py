@@ -47,6 +47,31 @@ def neutral_meshes(flame, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return out.vertices, now_landmarks_from_static(out.static_landmarks)
 
 
+def face_region_error_mm(flame, predicted_betas: torch.Tensor, true_betas: torch.Tensor) -> torch.Tensor:
+    """Mean vertex distance (mm) between neutral meshes over the face, after a similarity fit.
+
+    A quick shape error for training curves (no scan, no ICP): the vertices inside NoW's
+    crop sphere of the *mean* head, the predicted mesh aligned onto the true one by
+    Umeyama (rotation, translation and scale: a weak-perspective camera cannot tell a
+    bigger head from a closer one, so global scale is not shape).
+
+    Args:
+        flame: the decoder.
+        predicted_betas, true_betas: ``N x n_shape``.
+    Returns:
+        ``N`` errors in mm.
+    """
+    from .geometry import umeyama
+    from .now import crop_mask
+
+    mean_vertices, mean_landmarks = neutral_meshes(flame, torch.zeros(1, flame.n_shape, device=true_betas.device))
+    face = crop_mask(mean_vertices[0], mean_landmarks[0])
+    predicted = neutral_meshes(flame, predicted_betas)[0][:, face].double()
+    truth = neutral_meshes(flame, true_betas)[0][:, face].double()
+    aligned = umeyama(predicted, truth).apply(predicted)
+    return (aligned - truth).norm(dim=-1).mean(-1).float() * METRES_TO_MM
+
+
 def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n_points: int,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """``n_points x 3`` points uniform on the surface (triangles chosen by area, uniform barycentrics)."""

@@ -2,12 +2,13 @@
 
 ``make_dataset(config)`` is the one place that knows about data sources:
 
-* ``"memory"``: :class:`ringnet_lib.training.synthetic.InMemoryRingSet` (FLAME + camera + silhouettes);
+* ``"memory"``: :class:`ringnet_lib.training.synthetic.InMemoryRingSet` (FLAME + camera + grey renders);
 * ``"synthetic"``: ``data_samples/synthetic``, written by ``python -m ringnet_lib.data.synthesize``;
 * anything else: a dataset folder (synthetic or real) in :mod:`ringnet_lib.data.dataset`'s format.
 
 A dataset item is one ring: ``images`` R x 3 x H x W, ``landmarks`` R x 68 x 2,
-``confidence`` R x 68, optional ``identity`` R and ``shape`` R x 100.
+``confidence`` R x 68, optional ``identity`` R and ``shape`` R x 100;
+:func:`~ringnet_lib.data.sampler.collate_rings` (re-exported here) stacks B of them.
 """
 from __future__ import annotations
 
@@ -15,9 +16,15 @@ from pathlib import Path
 
 import torch
 
+from ..data.sampler import as_ring_item, collate_rings  # noqa: F401  (collate_rings: the training loop's import)
+
 
 class RingBatchSampler:
-    """Global batches of ring indices, reshuffled every epoch, with a position that can be saved.
+    """Orders, batches and shards ring items already built; use it in the training loop (exact resume, DDP).
+
+    The items are whole rings (``InMemoryRingSet``, or :class:`FolderRingSet`, whose rings
+    :class:`ringnet_lib.data.sampler.RingSampler` builds from identities); its position
+    ``(epoch, batch)`` goes into checkpoints. Batches are reshuffled every epoch.
 
     The permutation of epoch ``e`` comes from a generator seeded with
     ``seed + e``, so the position ``(epoch, batch)`` alone restores the order
@@ -60,12 +67,6 @@ class RingBatchSampler:
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
 
 
-def collate_rings(items: list[dict]) -> dict:
-    """A list of ring dicts to one dict of ``B x R x ...`` tensors."""
-    return {key: torch.stack([item[key] for item in items]) for key in items[0]
-            if isinstance(items[0][key], torch.Tensor)}
-
-
 def make_dataset(config, flame=None):
     """The dataset ``config.data`` names; errors (missing path, R too large) before any training.
 
@@ -76,7 +77,8 @@ def make_dataset(config, flame=None):
         from .synthetic import InMemoryRingSet
         return InMemoryRingSet(n_identities=config.n_identities, images_per_identity=config.images_per_identity,
                                ring_size=config.ring_size, image_size=config.image_size, seed=config.data_seed,
-                               n_rings=config.n_rings or None, flame=flame)
+                               n_rings=config.n_rings or None, flame=flame,
+                               landmarks68=config.landmarks68)
     path = Path(DEFAULT_SYNTHETIC if config.data == "synthetic" else config.data).expanduser()
     if not path.exists():
         hint = (f" Make it with: python -m ringnet_lib.data.synthesize --identities 32 --per-identity 6 "
@@ -130,6 +132,4 @@ class FolderRingSet(torch.utils.data.Dataset):
         return self.sampler.rings_per_epoch
 
     def __getitem__(self, index: int) -> dict:
-        ring = self.faces[tuple(int(i) for i in self.rings[index])]
-        ring["images"] = ring.pop("image")
-        return ring
+        return as_ring_item(self.faces[tuple(int(i) for i in self.rings[index])])

@@ -9,7 +9,7 @@ to a batch of B·R images; nothing here loops over branches.
 """
 from __future__ import annotations
 
-import warnings
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -18,6 +18,8 @@ from torch import nn
 from .. import losses
 from ..camera import camera_looking_at, project_weak_perspective
 from ..flame import FLAME
+from ..landmarks import Landmarks68, load_dynamic_embedding
+from ..model_io import DYNAMIC_EMBEDDING_NAME, STATIC_EMBEDDING_NAME, ModelFileError
 from ..params import CAMERA, EXPRESSION, N_PARAMS, POSE, SHAPE, full_pose_from_ringnet_pose, split_params
 
 N_LANDMARKS = 68
@@ -27,26 +29,50 @@ STATIC_IN_68 = torch.arange(17, 68)  # iBUG 18..68: the 51 landmarks FLAME's sta
 class LandmarkHead(nn.Module):
     """FLAME vertices + pose -> the 3D landmarks that the loss compares with targets.
 
-    Uses :class:`ringnet_lib.landmarks.Landmarks68` (68, contour chosen by yaw)
-    when the model has a contour table; otherwise (``use_68=None``, with a
-    warning, or ``use_68=False``) FLAME's 51 static landmarks, which are
-    iBUG's 18..68 (``target_index`` says which of the 68 targets they match).
+    ``use_68=True`` (default): the 68 iBUG landmarks of :class:`ringnet_lib.landmarks.Landmarks68`,
+    contour chosen by yaw. They need the model's contour table (dynamic embedding):
+    ``dynamic_embedding`` if given, else the shipped table of the embedded default head, else
+    ``flame_dynamic_embedding.npy`` beside the model file (:meth:`contour_table`); without one
+    it raises :class:`~ringnet_lib.model_io.ModelFileError` saying what to do.
+    ``use_68=False``: FLAME's 51 static landmarks, which are iBUG's 18..68
+    (``target_index`` says which of the 68 targets they match).
     """
 
-    def __init__(self, flame: FLAME, use_68: bool | None = None):
+    def __init__(self, flame: FLAME, use_68: bool = True, dynamic_embedding: dict | None = None):
         super().__init__()
         self.landmarks68 = None
-        if use_68 is not False:
-            try:
-                from ..landmarks import Landmarks68
-                self.landmarks68 = Landmarks68(flame)
-            except Exception as error:  # no contour table for this model (e.g. a random test model)
-                if use_68:
-                    raise
-                warnings.warn(f"68 landmarks unavailable ({type(error).__name__}: {error}); "
-                              "training on FLAME's 51 static landmarks (iBUG 18-68)", stacklevel=2)
+        if use_68:
+            self.landmarks68 = Landmarks68(flame, dynamic_embedding if dynamic_embedding is not None
+                                           else self.contour_table(flame))
+        elif flame.landmark_face_idx is None:
+            raise ModelFileError(f"{flame.source}: the model has no static landmark embedding "
+                                 f"({STATIC_EMBEDDING_NAME}); the 51 static landmarks need it")
         index = torch.arange(N_LANDMARKS) if self.landmarks68 is not None else STATIC_IN_68.clone()
         self.register_buffer("target_index", index, persistent=False)
+
+    @staticmethod
+    def contour_table(flame: FLAME) -> dict | None:
+        """The contour table (dynamic embedding) that goes with ``flame``, for :class:`LandmarkHead`.
+
+        None for the embedded default head (:class:`~ringnet_lib.landmarks.Landmarks68` uses its
+        shipped table); for a model read from a file, ``flame_dynamic_embedding.npy`` in its folder.
+        Raises :class:`~ringnet_lib.model_io.ModelFileError` naming the missing file otherwise.
+        """
+        if flame.source == "embedded default head":
+            return None
+        source = Path(flame.source)
+        folder = source if source.is_dir() else source.parent if source.is_file() else None
+        if folder is not None and (folder / DYNAMIC_EMBEDDING_NAME).is_file():
+            return load_dynamic_embedding(folder / DYNAMIC_EMBEDDING_NAME, n_faces=flame.faces.shape[0])
+        where = (f"there is no {folder / DYNAMIC_EMBEDDING_NAME}" if folder is not None else
+                 f"it was not read from a folder, so there is no {DYNAMIC_EMBEDDING_NAME} beside it")
+        raise ModelFileError(
+            f"{flame.source}: the 68 landmarks need the model's contour table (dynamic embedding), and {where}. "
+            f"Put {DYNAMIC_EMBEDDING_NAME} there (RingNet's release ships it as flame_model/{DYNAMIC_EMBEDDING_NAME}; "
+            "for another mesh build one with ringnet_lib.contour.build_dynamic_embedding and "
+            "ringnet_lib.landmarks.save_dynamic_embedding), or pass LandmarkHead(flame, dynamic_embedding=...); "
+            "or use LandmarkHead(flame, use_68=False) for FLAME's 51 static landmarks (iBUG 18-68; "
+            "in training: --no-landmarks68).")
 
     def forward(self, flame_output, pose15: torch.Tensor) -> torch.Tensor:
         """FlameOutput (batch B), ``B x 15`` -> ``B x L x 3``."""

@@ -1,10 +1,11 @@
-"""An in-memory synthetic ring set: FLAME heads, a weak-perspective camera, silhouette images.
+"""An in-memory synthetic ring set: FLAME heads, a weak-perspective camera, shaded grey renders.
 
-For tests and quick CPU runs that must not depend on :mod:`ringnet_lib.data`.
-Every identity is a random β; each of its images has its own pose, expression
-and camera; the image is a depth-shaded splat of the projected vertices (no
-rasteriser needed), and the 68 target landmarks are the FLAME landmarks pushed
-through the *same* camera, so images, landmarks and β agree exactly.
+For the quick preset, tests and CPU runs: no files, thousands of identities in
+seconds. Every identity is a random β; each of its images has its own pose,
+expression and camera; the image is a grey, Lambert-shaded render (the rasteriser
+of :mod:`ringnet_lib.data.render`, without the textures, hair and backgrounds of
+:mod:`ringnet_lib.data.synthesize`), and the 68 target landmarks are the FLAME
+landmarks pushed through the *same* camera, so images, landmarks and β agree exactly.
 
 A ring (one item) is R-1 images of one identity and 1 image of another, as in
 the paper; item ``i`` is chosen by a generator seeded with ``(seed, i)``, so the
@@ -16,36 +17,43 @@ import math
 
 import torch
 
-from ..camera import normalized_to_pixels, project_weak_perspective
+from ..camera import project_weak_perspective
 from ..flame import FLAME
 from ..params import full_pose_from_ringnet_pose
 from .step import N_LANDMARKS, LandmarkHead
 
 
-def splat_silhouettes(vertices: torch.Tensor, camera: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Depth-shaded silhouette images from projected vertices.
+# A grey head lit from the upper right of the camera: the shading shows the surface
+# (nose, lips, eye sockets, jaw), so images carry more shape than an outline does.
+GREY_ALBEDO = 0.8
+LIGHT_DIRECTION = (0.3, 0.4, 1.0)  # towards the light, camera space (+z to the viewer)
+AMBIENT, DIFFUSE = 0.25, 0.9
+
+
+def render_grey_heads(vertices: torch.Tensor, faces: torch.Tensor, camera: torch.Tensor, image_size: int,
+                      chunk: int = 64) -> torch.Tensor:
+    """Lambert-shaded grey heads on black, through :func:`ringnet_lib.data.render.render`.
 
     Args:
         vertices: ``N x V x 3`` FLAME space.
-        camera: ``N x 3`` = (s, tx, ty).
+        faces: ``F x 3``.
+        camera: ``N x 3`` = (s, tx, ty), the weak perspective of :mod:`ringnet_lib.camera`.
         image_size: side S.
+        chunk: images rasterised at once (bounds memory).
     Returns:
-        ``N x 3 x S x S`` in [0, 1]: background 0, the head brighter where closer.
+        ``N x 3 x S x S`` in [0, 1].
     """
-    n_images = vertices.shape[0]
-    pixels = normalized_to_pixels(project_weak_perspective(vertices, camera), image_size).floor().long()
-    inside = ((pixels >= 0) & (pixels < image_size)).all(dim=-1)  # N x V
-    depth = vertices[..., 2]
-    shade = 0.35 + 0.65 * (depth - depth.amin(1, keepdim=True)) / (depth.amax(1, keepdim=True)
-                                                                    - depth.amin(1, keepdim=True) + 1e-8)
-    flat = (torch.arange(n_images)[:, None] * image_size * image_size
-            + pixels[..., 1].clamp(0, image_size - 1) * image_size + pixels[..., 0].clamp(0, image_size - 1))
-    image = torch.zeros(n_images * image_size * image_size)
-    image.scatter_reduce_(0, flat[inside], shade[inside], reduce="amax")
-    image = image.view(n_images, 1, image_size, image_size)
-    # Close the holes between splatted vertices at high resolutions.
-    image = torch.nn.functional.max_pool2d(image, kernel_size=3, stride=1, padding=1)
-    return image.expand(-1, 3, -1, -1).contiguous()
+    from ..data.render import render
+
+    images = []
+    for part, part_camera in zip(vertices.split(chunk), camera.split(chunk)):
+        n = part.shape[0]
+        light = torch.nn.functional.normalize(part.new_tensor(LIGHT_DIRECTION), dim=0).expand(n, 3)
+        image, _ = render(part, faces, part_camera, image_size, torch.full_like(part, GREY_ALBEDO), light,
+                          part.new_full((n, 3), AMBIENT), part.new_full((n, 3), DIFFUSE),
+                          part.new_zeros(n, 3, image_size, image_size))
+        images.append(image)
+    return torch.cat(images)
 
 
 class InMemoryRingSet(torch.utils.data.Dataset):
@@ -60,11 +68,13 @@ class InMemoryRingSet(torch.utils.data.Dataset):
         seed: makes everything reproducible.
         flame: the decoder (the embedded default head when omitted).
         shape_std: standard deviation of β.
+        landmarks68: False: targets are FLAME's 51 static landmarks only (the others get confidence 0).
     """
 
     def __init__(self, n_identities: int = 32, images_per_identity: int = 6, ring_size: int = 4,
                  image_size: int = 64, n_rings: int | None = None, seed: int = 0, flame: FLAME | None = None,
-                 shape_std: float = 1.0, expression_std: float = 0.5, max_yaw_degrees: float = 30.0):
+                 shape_std: float = 1.0, expression_std: float = 0.5, max_yaw_degrees: float = 30.0,
+                 landmarks68: bool = True):
         if ring_size - 1 > images_per_identity:
             raise ValueError(f"ring_size {ring_size} needs {ring_size - 1} images of one identity, but there are "
                              f"only {images_per_identity} per identity (images_per_identity)")
@@ -83,7 +93,7 @@ class InMemoryRingSet(torch.utils.data.Dataset):
         pose[:, 1] = yaw
         pose[:, 3] = 0.15 * torch.rand(count, generator=generator)  # jaw opening
         expression = expression_std * torch.randn(count, flame.n_expression, generator=generator)
-        head = LandmarkHead(flame)
+        head = LandmarkHead(flame, use_68=landmarks68)
         with torch.no_grad():
             pose15 = full_pose_from_ringnet_pose(pose)
             output = flame(shape=self.shapes.repeat_interleave(images_per_identity, 0), expression=expression,
@@ -93,7 +103,7 @@ class InMemoryRingSet(torch.utils.data.Dataset):
             scale = 7.5 * (1 + 0.1 * (2 * torch.rand(count, 1, generator=generator) - 1))
             shift = -centre + 0.01 * torch.randn(count, 2, generator=generator)
             self.cameras = torch.cat([scale, shift], dim=1)
-            self.images = splat_silhouettes(output.vertices, self.cameras, image_size)
+            self.images = render_grey_heads(output.vertices, flame.faces, self.cameras, image_size)
             projected = project_weak_perspective(landmarks3d, self.cameras)
         self.landmarks = torch.zeros(count, N_LANDMARKS, 2)
         self.confidence = torch.zeros(count, N_LANDMARKS)
