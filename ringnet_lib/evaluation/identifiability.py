@@ -26,8 +26,7 @@ import math
 
 import torch
 
-from ..camera import project_weak_perspective
-from ..params import full_pose_from_ringnet_pose
+from ..params import join_params
 from .benchmark import METRES_TO_MM, neutral_meshes
 from .now import crop_mask
 
@@ -56,16 +55,15 @@ def linear_landmark_model(flame, yaws_deg=(0.0,), camera_scale: float = 7.5, exp
         ``jacobian`` (2·L·n_views) x n_unknowns (float64, normalised image units per unit), and
         ``prior_variance`` n_unknowns (camera: 1 for s, 0.1² for t).
     """
-    from ..training.step import LandmarkHead
+    from ..training.step import LandmarkHead, decode_landmarks
 
     head = LandmarkHead(flame) if head is None else head
     n_views, n_shape, n_expression = len(yaws_deg), flame.n_shape, flame.n_expression
     dtype = flame.v_template.dtype
 
     def landmarks(shape, expression, rotation, jaw, camera):
-        pose15 = full_pose_from_ringnet_pose(torch.cat([rotation, jaw], -1))
-        output = flame(shape=shape.expand(n_views, -1), expression=expression, pose=pose15)
-        return project_weak_perspective(head(output, pose15), camera).reshape(-1)
+        params = join_params(camera, torch.cat([rotation, jaw], -1), shape.expand(n_views, -1), expression)
+        return decode_landmarks(flame, head, params).reshape(-1)  # what training projects
 
     rotation = torch.zeros(n_views, 3, dtype=dtype)
     rotation[:, 1] = torch.tensor([math.radians(y) for y in yaws_deg], dtype=dtype)
