@@ -19,7 +19,7 @@ import torch
 
 from ..camera import project_weak_perspective
 from ..flame import FLAME
-from ..params import full_pose_from_ringnet_pose
+from ..params import full_pose_from_ringnet_pose, join_params
 from .step import N_LANDMARKS, LandmarkHead
 
 
@@ -115,6 +115,12 @@ class InMemoryRingSet(torch.utils.data.Dataset):
     def mean_camera(self) -> torch.Tensor:
         """``3``: the average (s, tx, ty), a good starting camera for the encoder."""
         return self.cameras.mean(dim=0)
+
+    @property
+    def image_params(self) -> torch.Tensor:
+        """``N x 159``: the true camera, pose, shape and expression of every image (what an encoder should output)."""
+        return join_params(self.cameras, self.pose, self.shapes.repeat_interleave(self.images_per_identity, 0),
+                           self.expression)
 
     @property
     def max_ring_size(self) -> int:
