@@ -126,11 +126,9 @@ def notebook_parameters(notebook: str | Path) -> set[str]:
 def papermill_command(config, notebook: str = "notebooks/06_training.ipynb", output: str = "out.ipynb") -> str:
     """The papermill command that trains ``config`` through the training notebook (fields that differ
     from the preset); fields the notebook's parameters cell does not read are named in a trailing comment."""
-    from .train import PRESETS, TrainConfig
+    from .train import changed_fields
 
-    preset = PRESETS[config.preset]
-    changed = {k: v for k, v in vars(config).items()
-               if k != "preset" and v != preset.get(k, getattr(TrainConfig, k))}
+    changed = changed_fields(config)
     command = f"papermill -k python3 {notebook} {output} -p preset {config.preset} " + " ".join(
         f"-p {k} {v}" for k, v in changed.items())
     path = Path(notebook) if Path(notebook).is_absolute() else Path(__file__).resolve().parents[1] / notebook

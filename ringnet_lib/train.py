@@ -367,6 +367,22 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     return TrainConfig.from_preset(values.pop("preset", "quick"), **values)
 
 
+def changed_fields(config: TrainConfig) -> dict:
+    """The fields of ``config`` that differ from its preset (or from the dataclass default where the preset is silent)."""
+    preset = PRESETS[config.preset]
+    return {key: value for key, value in dataclasses.asdict(config).items()
+            if key != "preset" and value != preset.get(key, getattr(TrainConfig, key))}
+
+
+def config_to_args(config: TrainConfig) -> list[str]:
+    """The shortest CLI flags that rebuild ``config``: ``config_from_args(config_to_args(c)) == c``."""
+    flags = ["--preset", config.preset]
+    for key, value in changed_fields(config).items():
+        name = key.replace("_", "-")
+        flags += [f"--{name}" if value else f"--no-{name}"] if isinstance(value, bool) else [f"--{name}", str(value)]
+    return flags
+
+
 def main(argv: list[str] | None = None) -> int:
     config = config_from_args(argv)
     try:

@@ -8,7 +8,8 @@ import torch
 
 from ringnet_lib import testing
 from ringnet_lib import train as train_module
-from ringnet_lib.train import NonFiniteLossError, TrainConfig, config_from_args, train
+from ringnet_lib.train import (NonFiniteLossError, TrainConfig, changed_fields, config_from_args, config_to_args,
+                               train)
 from ringnet_lib.training import checkpoint as ckpt
 from ringnet_lib.training.data import DEFAULT_SYNTHETIC
 
@@ -29,6 +30,19 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
                   checkpoint_every=2, dropout=0.5)
     values.update(overrides)
     return TrainConfig.from_preset("quick", **values)
+
+
+def test_config_to_args_round_trips_through_the_cli():
+    configs = [TrainConfig.from_preset("quick"),
+               TrainConfig.from_preset("quick", tensorboard=False, landmarks68=False, lr=3e-4, ring_size=3,
+                                       consistency="swap", trunk_weights="/tmp/w.pth"),
+               TrainConfig.from_preset("paper", epochs=2, device="cpu", amp=False, margin=0.25)]
+    for config in configs:
+        flags = config_to_args(config)
+        assert config_from_args(flags) == config
+        assert len(flags) == 2 + sum(1 if isinstance(v, bool) else 2 for v in changed_fields(config).values())
+    assert config_to_args(configs[0]) == ["--preset", "quick"]
+    assert "--no-tensorboard" in config_to_args(configs[1]) and "--no-amp" in config_to_args(configs[2])
 
 
 def test_cli_flags_are_the_config_fields():
