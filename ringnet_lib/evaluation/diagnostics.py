@@ -91,7 +91,6 @@ def landmark_error_budget(flame, head, predicted: torch.Tensor, truth: torch.Ten
     return budget
 
 
-@torch.no_grad()
 def diagnose_encoder(encoder, dataset, flame, head=None, n_images: int = 200, batch: int = 50):
     """:func:`parameter_errors` and :func:`landmark_error_budget` on the first ``n_images`` of a dataset
     that knows its truth (an :class:`ringnet_lib.training.synthetic.InMemoryRingSet`).
@@ -99,15 +98,14 @@ def diagnose_encoder(encoder, dataset, flame, head=None, n_images: int = 200, ba
     The encoder runs in eval mode (dropout off, BatchNorm running statistics), as at test time.
     """
     from ..training.step import LandmarkHead
+    from .trained import predict_params
 
     if not hasattr(dataset, "image_params"):
         raise TypeError(f"{type(dataset).__name__} does not know the true parameters of its images; "
                         f"use an InMemoryRingSet (data='memory')")
     head = LandmarkHead(flame) if head is None else head
     n = min(n_images, len(dataset.images))
-    encoder.eval()
-    device = next(encoder.parameters()).device
-    predicted = torch.cat([encoder(chunk.to(device)).params.float().cpu() for chunk in dataset.images[:n].split(batch)])
+    predicted = predict_params(encoder, dataset.images[:n], batch)
     truth = dataset.image_params[:n]
     errors = parameter_errors(predicted, truth)
     budget = landmark_error_budget(flame, head, predicted, truth, dataset.landmarks[:n], dataset.confidence[:n])

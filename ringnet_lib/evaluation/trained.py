@@ -21,11 +21,31 @@ from pathlib import Path
 import torch
 
 from .benchmark import evaluate_shapes, results_table, write_results_csv
+from ..params import SHAPE
 from .now import cumulative_error_curve
 
 HELDOUT_SEED = 2019  # no training preset uses this data seed (they use 0)
 BASELINE = "mean shape (β = 0)"
 MODEL = "trained encoder"
+
+
+def _check_heldout_seed(seed: int, config) -> None:
+    if seed == config.data_seed:
+        raise ValueError(f"the held-out seed {seed} equals the training data_seed: those identities were trained on")
+
+
+def heldout_memory_set(flame, config, n_identities: int, images_per_identity: int, seed: int = HELDOUT_SEED):
+    """Held-out identities of a ``data="memory"`` run, drawn like its training data (same renders, pose
+    and expression ranges, image size), as an :class:`ringnet_lib.training.synthetic.InMemoryRingSet`:
+    its images, and the true parameters of each (``image_params``). At least 2 identities."""
+    from dataclasses import replace
+
+    from ..training.data import make_dataset
+
+    _check_heldout_seed(seed, config)
+    return make_dataset(replace(config, data="memory", n_identities=max(2, n_identities),
+                                images_per_identity=images_per_identity, ring_size=2, n_rings=0, data_seed=seed),
+                        flame)
 
 
 def heldout_images(flame, config, n_identities: int, images_per_identity: int,
@@ -43,21 +63,16 @@ def heldout_images(flame, config, n_identities: int, images_per_identity: int,
     Returns:
         ``images`` N x 3 x S x S and true ``betas`` N x 100, N = n_identities x images_per_identity.
     """
-    if seed == config.data_seed:
-        raise ValueError(f"the held-out seed {seed} equals the training data_seed: those identities were trained on")
-    n_identities = max(2, n_identities)
     if config.data == "memory":
-        from ..training.data import make_dataset
-        from dataclasses import replace
-
-        data = make_dataset(replace(config, n_identities=n_identities, images_per_identity=images_per_identity,
-                                    ring_size=2, n_rings=0, data_seed=seed), flame)
-        return data.images, data.shapes.repeat_interleave(images_per_identity, 0)
+        data = heldout_memory_set(flame, config, n_identities, images_per_identity, seed)
+        return data.images, data.image_params[:, SHAPE]
     import tempfile
 
     from ..data.dataset import FaceDataset
     from ..data.synthesize import SynthConfig, synthesize_dataset
 
+    _check_heldout_seed(seed, config)
+    n_identities = max(2, n_identities)
     with tempfile.TemporaryDirectory(prefix="heldout_") as folder:
         synthesize_dataset(SynthConfig(identities=n_identities, per_identity=images_per_identity, seed=seed,
                                        size=max(config.image_size, 64)), folder, flame, progress=False)
@@ -67,13 +82,16 @@ def heldout_images(flame, config, n_identities: int, images_per_identity: int,
 
 
 @torch.no_grad()
-def predict_betas(encoder, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    """``N x 3 x S x S`` -> ``N x 100`` predicted β (eval mode: dropout off, BatchNorm running statistics)."""
-    from ..params import split_params
-
+def predict_params(encoder, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """``N x 3 x S x S`` -> ``N x 159`` float32 on the CPU (eval mode: dropout off, BatchNorm running statistics)."""
     encoder.eval()
     device = next(encoder.parameters()).device
-    return torch.cat([split_params(encoder(chunk.to(device)).params).shape.cpu() for chunk in images.split(batch)])
+    return torch.cat([encoder(chunk.to(device)).params.float().cpu() for chunk in images.split(batch)])
+
+
+def predict_betas(encoder, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """``N x 3 x S x S`` -> ``N x 100`` predicted β (eval mode: dropout off, BatchNorm running statistics)."""
+    return predict_params(encoder, images, batch)[:, SHAPE]
 
 
 def benchmark_encoder(encoder, config, flame, n_identities: int = 12, images_per_identity: int = 2,
@@ -81,7 +99,7 @@ def benchmark_encoder(encoder, config, flame, n_identities: int = 12, images_per
     """The NoW metric of ``encoder`` and of the mean shape on the same held-out scans.
 
     Returns:
-        ``{MODEL: evaluate_shapes(...), BASELINE: evaluate_shapes(...)}``, plus under ``"ratio"``
+        ``{MODEL: evaluate_shapes(...), BASELINE: evaluate_shapes(...)}``; :func:`median_ratio` of it is
         the model's pooled median over the baseline's (below 1: better than the mean shape).
     """
     images, truth = heldout_images(flame, config, n_identities, images_per_identity, seed)
