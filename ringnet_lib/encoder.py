@@ -14,7 +14,8 @@ ImageNet weights are never downloaded (there is no internet where this runs):
 ``weights=None`` by default, or ``weights_path`` pointing at a local
 torchvision state dict (e.g. ``resnet50-11ad3fa6.pth``); a missing file is an
 error, not a silent fallback. A ResNet-18 trunk (512 features) is an option
-for quick CPU runs; ResNet-50 stays the default.
+for quick CPU runs, and so is ``small_cnn`` (:class:`SmallConvTrunk`, a training
+step 2.2 times faster at 64 px); ResNet-50 stays the default.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_SIZE = 224  # the paper's crop; other sizes work (the trunk ends in global average pooling)
 
-TRUNK_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
+TRUNK_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "small_cnn": 512}
 
 # Weak-perspective scale of the initial estimate. FLAME heads are ~0.16 m wide
 # (metres), normalised image coordinates span [-1, 1]: s = 10 maps a face onto
@@ -61,8 +62,38 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
+class SmallConvTrunk(nn.Module):
+    """A plain conv net for CPU runs: ``B x 3 x H x W -> B x 512`` (H, W >= 16).
+
+    Four stages of (3x3 conv, 3x3 conv with stride 2), each with BatchNorm and ReLU,
+    widths 32, 64, 128, 256; then an average pool to a 4 x 4 grid, flattened, and a
+    linear layer with ReLU to 512 features. ResNet ends in a *global* average pool,
+    so where things are in the image must be carried by the channels; here the 4 x 4
+    grid keeps a coarse layout (at 64 px the pool does nothing). 3.3 M parameters
+    (ResNet-18: 11.2 M); the quick preset's training step (16 images at 64 px, 2 CPU
+    cores) takes 107 ms with it, 233 ms with ResNet-18.
+    """
+
+    def __init__(self, width: int = 32, n_features: int = 512, grid: int = 4):
+        super().__init__()
+        stages, channels = [], 3
+        for stage in range(4):
+            out = width * 2 ** stage
+            stages += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+                       nn.Conv2d(out, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out),
+                       nn.ReLU(inplace=True)]
+            channels = out
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.project = nn.Sequential(nn.Flatten(), nn.Linear(channels * grid * grid, n_features), nn.ReLU(inplace=True))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x H x W`` (normalised) -> ``B x 512``."""
+        return self.project(self.pool(self.stages(images)))
+
+
 def build_trunk(name: str = "resnet50", weights_path: str | Path | None = None) -> tuple[nn.Module, int]:
-    """A torchvision ResNet without its classifier: ``B x 3 x H x W -> B x n_features``.
+    """A torchvision ResNet without its classifier (or :class:`SmallConvTrunk`): ``B x 3 x H x W -> B x n_features``.
 
     Args:
         name: one of :data:`TRUNK_FEATURES`.
@@ -73,14 +104,17 @@ def build_trunk(name: str = "resnet50", weights_path: str | Path | None = None) 
     """
     if name not in TRUNK_FEATURES:
         raise ValueError(f"unknown trunk {name!r}; choose one of {sorted(TRUNK_FEATURES)}")
-    trunk = getattr(torchvision.models, name)(weights=None)
-    trunk.fc = nn.Identity()  # keep the 2048 (or 512) pooled features
+    if name == "small_cnn":
+        trunk = SmallConvTrunk()
+    else:
+        trunk = getattr(torchvision.models, name)(weights=None)
+        trunk.fc = nn.Identity()  # keep the 2048 (or 512) pooled features
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path}: trunk weights file not found. ImageNet weights are not downloaded by this code; "
-                f"put a torchvision {name} state dict there, or pass weights_path=None for random init.")
+                f"put a {name} state dict there, or pass weights_path=None for random init.")
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:  # a training checkpoint wrapping the weights
             state = state["state_dict"]
@@ -125,7 +159,7 @@ class RingNetEncoder(nn.Module):
     """Images to FLAME + camera parameters.
 
     Args:
-        trunk: ``"resnet50"`` (the paper's, default) or a smaller one (``"resnet18"``) for CPU runs.
+        trunk: ``"resnet50"`` (the paper's, default) or a smaller one (``"resnet18"``, ``"small_cnn"``) for CPU runs.
         weights_path: optional local ImageNet weights for the trunk (see :func:`build_trunk`).
         n_iterations: regressor iterations with error feedback (3 in the paper).
         hidden: width of the two hidden layers (512).

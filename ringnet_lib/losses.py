@@ -20,6 +20,11 @@ The consistency term is swappable for ablations (:data:`CONSISTENCY_MODES`):
 ``"mean"`` (each identity's shapes replaced by their mean before decoding),
 ``"none"``. ``"swap"`` and ``"mean"`` change which shapes are decoded; the
 helpers here build those shapes, the training step decodes them.
+
+One term is *not* RingNet's: :func:`true_shape_loss`, the error to the true β of
+synthetic data, weighted by ``LossWeights.true_shape`` (0 by default). RingNet has
+no 3D labels; the term is a diagnostic, to measure what a trunk and a time budget
+could learn of shape if the training signal were perfect.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class LossWeights:
     landmarks: float = 60.0  # λ_proj
     shape: float = 1e-4  # λ_β
     expression: float = 1e-4  # λ_ψ
+    true_shape: float = 0.0  # weight of true_shape_loss: a diagnostic on synthetic data, not RingNet's (0)
 
 
 def pairwise_squared_distances(shapes: torch.Tensor) -> torch.Tensor:
@@ -174,8 +180,28 @@ def swapped_shapes(shapes: torch.Tensor, identity: torch.Tensor) -> torch.Tensor
     return torch.gather(shapes, 1, partner[..., None].expand(-1, -1, shapes.shape[-1]))
 
 
+def true_shape_loss(shapes: torch.Tensor, true_shapes: torch.Tensor) -> torch.Tensor:
+    """Mean squared error to the true β, per coefficient: ``mean((β − β_true)²)``.
+
+    Not RingNet's (it has no 3D labels): an upper-bound diagnostic for synthetic data.
+
+    Args:
+        shapes: ``... x n`` predicted β.
+        true_shapes: ``... x n`` the data's β, same shape.
+    Returns:
+        scalar.
+    """
+    if shapes.shape != true_shapes.shape:
+        raise ValueError(f"predicted β {tuple(shapes.shape)} and true β {tuple(true_shapes.shape)} differ")
+    return (shapes - true_shapes).pow(2).mean()
+
+
 def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights = LossWeights()) -> torch.Tensor:
     """λ_sc·L_sc + λ_proj·L_proj + λ_β‖β‖² + λ_ψ‖ψ‖² from a dict with keys
-    ``consistency``, ``landmarks``, ``shape``, ``expression`` (scalars)."""
-    return (weights.consistency * terms["consistency"] + weights.landmarks * terms["landmarks"]
-            + weights.shape * terms["shape"] + weights.expression * terms["expression"])
+    ``consistency``, ``landmarks``, ``shape``, ``expression`` (scalars); plus
+    ``weights.true_shape`` times ``terms["true_shape"]`` when that weight is not 0."""
+    total = (weights.consistency * terms["consistency"] + weights.landmarks * terms["landmarks"]
+             + weights.shape * terms["shape"] + weights.expression * terms["expression"])
+    if weights.true_shape:
+        total = total + weights.true_shape * terms["true_shape"]
+    return total

@@ -76,6 +76,7 @@ class TrainConfig:
     w_landmarks: float = 60.0
     w_shape: float = 1e-4
     w_expression: float = 1e-4
+    w_true_shape: float = 0.0  # not RingNet's: weight of the error to the true β (synthetic data), a diagnostic
     # optimisation
     lr: float = 1e-4
     epochs: int = 1
@@ -108,7 +109,8 @@ class TrainConfig:
         return cls(**{**PRESETS[preset], **overrides, "preset": preset})
 
     def loss_weights(self) -> losses.LossWeights:
-        return losses.LossWeights(self.w_consistency, self.w_landmarks, self.w_shape, self.w_expression)
+        return losses.LossWeights(self.w_consistency, self.w_landmarks, self.w_shape, self.w_expression,
+                                  self.w_true_shape)
 
 
 PRESETS = {
@@ -152,7 +154,8 @@ def validate_config(config: TrainConfig) -> None:
               (config.bn_mode in ("train", "sync", "eval"), "bn_mode must be 'train', 'sync' or 'eval'"),
               (config.ring_size >= 2, "ring_size must be >= 2 (one identity plus one other)"),
               (config.batch_size >= 1 and config.image_size >= 16, "batch_size >= 1 and image_size >= 16"),
-              (config.epochs >= 1 or config.max_steps > 0, "epochs or max_steps must be positive")]
+              (config.epochs >= 1 or config.max_steps > 0, "epochs or max_steps must be positive"),
+              (config.w_true_shape >= 0, "w_true_shape must be >= 0 (0: RingNet's losses only)")]
     for ok, message in checks:
         if not ok:
             raise ValueError(f"{message}; got {config}")
@@ -162,9 +165,10 @@ def validate_config(config: TrainConfig) -> None:
 
 def check_compatible(saved: dict, config: TrainConfig) -> None:
     """A checkpoint resumes only the run it came from: same model, data, loss and optimiser settings."""
-    current = dataclasses.asdict(config)
-    different = {k: (saved.get(k), v) for k, v in current.items()
-                 if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+    current, default = dataclasses.asdict(config), dataclasses.asdict(TrainConfig())
+    # A field newer than the checkpoint had its default value there.
+    different = {k: (saved.get(k, default[k]), v) for k, v in current.items()
+                 if k not in RESUMABLE_CHANGES and saved.get(k, default[k]) != v}
     if different:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(different.items()))
         raise ValueError(f"the checkpoint comes from another config ({detail}); start a new out_dir or match them")

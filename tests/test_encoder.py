@@ -91,6 +91,28 @@ def test_local_weights_file_is_loaded(tmp_path):
         enc.build_trunk("resnet18", tmp_path / "bad.pth")
 
 
+def test_small_cnn_trunk_keeps_a_4x4_layout_at_any_size(tmp_path):
+    torch.manual_seed(0)
+    trunk, n_features = enc.build_trunk("small_cnn")
+    resnet18, _ = enc.build_trunk("resnet18")
+    assert n_features == 512
+    assert 3 * sum(p.numel() for p in trunk.parameters()) < sum(p.numel() for p in resnet18.parameters())
+    trunk.eval()
+    for size in (16, 64, 128):
+        images = torch.rand(2, 3, size, size)
+        maps = trunk.stages(images)  # four stride-2 stages: size / 16
+        assert maps.shape == (2, 256, size // 16, size // 16)
+        pooled = torch.nn.functional.avg_pool2d(maps, size // 16 // 4) if size >= 64 else maps.mean((2, 3), True)
+        expected = trunk.project(pooled.expand(-1, -1, 4, 4) if size < 64 else pooled)
+        torch.testing.assert_close(trunk(images), expected)
+    encoder = enc.RingNetEncoder(trunk="small_cnn").eval()
+    assert encoder(torch.rand(3, 3, 64, 64)).params.shape == (3, 159)
+    torch.save(trunk.state_dict(), tmp_path / "small.pth")  # a local weights file loads like a ResNet's
+    loaded, _ = enc.build_trunk("small_cnn", tmp_path / "small.pth")
+    images = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(loaded.eval()(images), trunk(images))
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown trunk"):
         enc.build_trunk("vgg")

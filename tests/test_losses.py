@@ -118,3 +118,19 @@ def test_mean_and_swap_consistency_helpers():
     # groups anywhere in the ring
     assert losses.swap_partner(torch.tensor([[1, 2, 1, 2]])).tolist() == [[2, 3, 0, 1]]
     assert losses.default_ring_identity(2, 3).tolist() == [[0, 0, 1], [0, 0, 1]]
+
+
+def test_true_shape_loss_is_the_mean_squared_error_and_only_counts_when_weighted():
+    predicted = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
+    truth = torch.tensor([[0.0, 2.0], [2.0, 1.0]])
+    # squared errors 1, 0, 4, 4 -> mean 2.25
+    assert losses.true_shape_loss(predicted, truth).item() == pytest.approx(2.25)
+    with pytest.raises(ValueError, match="true β"):
+        losses.true_shape_loss(predicted, truth[:, :1])
+    terms = {"consistency": torch.tensor(2.0), "landmarks": torch.tensor(0.5), "shape": torch.tensor(100.0),
+             "expression": torch.tensor(10.0)}
+    paper = losses.total_loss(terms).item()  # no true_shape key needed at weight 0
+    terms["true_shape"] = torch.tensor(3.0)
+    assert losses.total_loss(terms).item() == pytest.approx(paper)
+    weighted = losses.LossWeights(true_shape=0.5)
+    assert losses.total_loss(terms, weighted).item() == pytest.approx(paper + 1.5)

@@ -74,6 +74,8 @@ def test_bad_inputs_fail_before_training(tmp_path, monkeypatch):
         train(tiny_config(tmp_path, ring_size=5))  # 3 images per identity: at most 4 per ring
     with pytest.raises(ValueError, match="consistency"):
         train(tiny_config(tmp_path, consistency="triplet"))
+    with pytest.raises(ValueError, match="w_true_shape must be >= 0"):
+        train(tiny_config(tmp_path, w_true_shape=-1.0))
     if DEFAULT_SYNTHETIC.is_dir():  # the data package's sample: 6 images per identity, so R <= 7
         with pytest.raises(ValueError, match="ring_size 8 is larger than the images available"):
             train(tiny_config(tmp_path, data="synthetic", ring_size=8))
@@ -111,6 +113,25 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         train(tiny_config(tmp_path, ring_size=2, max_steps=3, resume="auto"))
     with pytest.raises(FileNotFoundError):
         train(tiny_config(tmp_path, resume=str(tmp_path / "nothing.pt")))
+
+
+def test_a_checkpoint_older_than_a_config_field_resumes_with_its_default(tmp_path):
+    config = tiny_config(tmp_path)
+    saved = dataclasses.asdict(config)
+    del saved["w_true_shape"]  # written before the field existed
+    train_module.check_compatible(saved, config)
+    with pytest.raises(ValueError, match="w_true_shape"):
+        train_module.check_compatible(saved, dataclasses.replace(config, w_true_shape=1.0))
+
+
+def test_true_shape_diagnostic_reaches_the_loss_from_the_data(tmp_path):
+    """w_true_shape > 0: the in-memory set's true β are in the batch; the term is logged every step."""
+    result = train(tiny_config(tmp_path, max_steps=2, w_true_shape=1.0, w_landmarks=0.0, w_consistency=0.0))
+    assert [sorted(r) for r in result.history] == [sorted(["consistency", "landmarks", "shape", "expression",
+                                                           "true_shape", "total", "step"])] * 2
+    for record in result.history:  # the total is the true-β error alone, plus the tiny regularisers
+        expected = record["true_shape"] + 1e-4 * (record["shape"] + record["expression"])
+        assert record["total"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -153,3 +153,19 @@ def test_landmark_head_reads_the_table_beside_the_model(tmp_path):
     torch.testing.assert_close(points[:, 17:], output.static_landmarks, rtol=0, atol=0)
     table = testing.random_dynamic_embedding(len(flame.faces), seed=2)
     np.testing.assert_array_equal(head.landmarks68.contour_face_idx.numpy(), table["lmk_face_idx"])
+
+
+def test_true_shape_diagnostic_term(small_flame):
+    """Weight 0 (default): RingNet's losses only. Weight w: + w·mean((β − β_true)²), and it needs the true β."""
+    head = LandmarkHead(small_flame, use_68=False)
+    encoder = make_encoder(small_flame, head).eval()
+    batch = make_batch(small_flame, 2, 3)
+    paper = ring_step(encoder, small_flame, head, batch)
+    assert "true_shape" not in paper.terms
+    with pytest.raises(ValueError, match="w_true_shape"):
+        ring_step(encoder, small_flame, head, batch, weights=losses.LossWeights(true_shape=2.0))
+    batch["shape"] = torch.randn(2, 3, 100, generator=torch.Generator().manual_seed(3))
+    prediction = ring_step(encoder, small_flame, head, batch, weights=losses.LossWeights(true_shape=2.0))
+    expected = ((paper.params[..., SHAPE] - batch["shape"]) ** 2).mean()
+    torch.testing.assert_close(prediction.terms["true_shape"], expected)
+    torch.testing.assert_close(prediction.total, paper.total + 2.0 * expected)

@@ -117,7 +117,8 @@ def ring_step(encoder: nn.Module, flame: FLAME, head: LandmarkHead, batch: dict,
         flame: the decoder (buffers only; never trained).
         head: landmark selection (see :class:`LandmarkHead`).
         batch: ``images`` B x R x 3 x H x W, ``landmarks`` B x R x 68 x 2,
-            ``confidence`` B x R x 68, optional ``identity`` B x R.
+            ``confidence`` B x R x 68, optional ``identity`` B x R and ``shape`` B x R x 100
+            (the true β, read only when ``weights.true_shape`` > 0).
         consistency: one of :data:`ringnet_lib.losses.CONSISTENCY_MODES`.
         weights: the λ.
         margin: η of the ring loss.
@@ -156,6 +157,11 @@ def ring_step(encoder: nn.Module, flame: FLAME, head: LandmarkHead, batch: dict,
              "landmarks": losses.landmark_loss(landmarks2d, target, confidence),
              "shape": losses.squared_norm(shape),
              "expression": losses.squared_norm(expression)}
+    if weights.true_shape:  # the supervised diagnostic, not RingNet's (see losses.true_shape_loss)
+        if "shape" not in batch:
+            raise ValueError("w_true_shape > 0 needs the true β of every image (batch['shape']): synthetic data "
+                             "has them, photos do not; set w_true_shape to 0")
+        terms["true_shape"] = losses.true_shape_loss(shape, batch["shape"].to(shape.dtype))
     total = losses.total_loss(terms, weights)
     return RingPrediction(ring_params, landmarks2d, terms, total)
 
