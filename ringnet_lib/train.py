@@ -165,10 +165,9 @@ def validate_config(config: TrainConfig) -> None:
 
 def check_compatible(saved: dict, config: TrainConfig) -> None:
     """A checkpoint resumes only the run it came from: same model, data, loss and optimiser settings."""
-    current, default = dataclasses.asdict(config), dataclasses.asdict(TrainConfig())
-    # A field newer than the checkpoint had its default value there.
-    different = {k: (saved.get(k, default[k]), v) for k, v in current.items()
-                 if k not in RESUMABLE_CHANGES and saved.get(k, default[k]) != v}
+    saved = {**dataclasses.asdict(TrainConfig()), **saved}  # a field newer than the checkpoint had its default
+    different = {k: (saved[k], v) for k, v in dataclasses.asdict(config).items()
+                 if k not in RESUMABLE_CHANGES and saved[k] != v}
     if different:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(different.items()))
         raise ValueError(f"the checkpoint comes from another config ({detail}); start a new out_dir or match them")
