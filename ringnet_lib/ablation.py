@@ -48,7 +48,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .demo import load_model
 from .evaluation.trained import BASELINE, HELDOUT_SEED, heldout_images, predict_betas
+from .flame import FLAME
+from .train import train
 
 # name -> the TrainConfig fields that differ from the reference run ("ring R=4").
 ABLATIONS = {
@@ -143,10 +146,6 @@ def run_ablation(mode_name: str, out: str | Path, only: list[str] | None = None,
     Returns:
         ``{"rows": [dict per run, the baseline first], "table": markdown, "paths": {...}, "seconds": float}``.
     """
-    from .demo import load_model
-    from .flame import FLAME
-    from .train import train
-
     if mode_name not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode_name!r}")
     names = list(ABLATIONS) if not only else only

@@ -165,17 +165,13 @@ def load_model(checkpoint: str | Path, expected: dict | None = None, flame=None)
     """
     from .flame import FLAME
     from .train import TrainConfig, build_encoder
-    from .training.checkpoint import load_checkpoint, strip_wrappers
+    from .training.checkpoint import CheckpointError, load_checkpoint, strip_wrappers
     from .training.step import LandmarkHead
 
     try:
-        saved = load_checkpoint(checkpoint)
-    except FileNotFoundError as error:
-        raise DemoError(f"{checkpoint}: no such checkpoint; train one with python -m ringnet_lib.train") from error
-    except Exception as error:  # a corrupt file or not a torch file at all
-        raise DemoError(f"{checkpoint}: not a checkpoint torch can read ({type(error).__name__}: {error})") from error
-    if not isinstance(saved, dict) or not {"model", "config"} <= set(saved):
-        raise DemoError(f"{checkpoint}: not a ringnet_lib.train checkpoint (needs 'model' and 'config' entries)")
+        saved = load_checkpoint(checkpoint)  # weights_only: a hostile file is refused before it runs
+    except CheckpointError as error:
+        raise DemoError(str(error)) from None
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(saved["config"]) - fields)
     if unknown:

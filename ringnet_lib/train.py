@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(argv)
     try:
         result = train(config)
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, ckpt.CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     last = result.history[-1] if result.history else {}

@@ -145,7 +145,7 @@ def test_checkpoint_from_another_config_is_a_clear_error(tmp_path, checkpoint):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(demo.DemoError, match="not a checkpoint"):
         demo.load_model(tmp_path / "garbage.pt")
-    with pytest.raises(demo.DemoError, match="no such checkpoint"):
+    with pytest.raises(demo.DemoError, match="no checkpoint there"):
         demo.load_model(tmp_path / "missing.pt")
 
 

@@ -98,12 +98,12 @@ def test_exact_resume_after_a_kill(tmp_path):
     with pytest.raises(Killed):
         # max_steps=4: step 3 is not the last, so no checkpoint is written at 3 before the kill
         train(tiny_config(tmp_path, out_dir=str(tmp_path / "killed"), max_steps=4), on_step=kill_at_3)
-    assert torch.load(tmp_path / "killed" / ckpt.CHECKPOINT_NAME, weights_only=False)["step"] == 2
+    assert ckpt.load_checkpoint(tmp_path / "killed" / ckpt.CHECKPOINT_NAME)["step"] == 2
     resumed = train(tiny_config(tmp_path, out_dir=str(tmp_path / "killed"), max_steps=3, resume="auto"))
     assert [r["step"] for r in resumed.history] == [1, 2, 3]
     assert resumed.history == full.history  # exact: every loss term, every step
-    final_full = torch.load(full.checkpoint, weights_only=False)["model"]
-    final_resumed = torch.load(resumed.checkpoint, weights_only=False)["model"]
+    final_full = ckpt.load_checkpoint(full.checkpoint)["model"]
+    final_resumed = ckpt.load_checkpoint(resumed.checkpoint)["model"]
     assert all(torch.equal(final_full[k], final_resumed[k]) for k in final_full)
 
 
@@ -111,7 +111,7 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     train(tiny_config(tmp_path, max_steps=2))
     with pytest.raises(ValueError, match="another config.*ring_size"):
         train(tiny_config(tmp_path, ring_size=2, max_steps=3, resume="auto"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ckpt.CheckpointError, match="nothing.pt: no checkpoint there"):
         train(tiny_config(tmp_path, resume=str(tmp_path / "nothing.pt")))
 
 
@@ -149,7 +149,7 @@ def test_nan_guard_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, m
     config = tiny_config(tmp_path)
     with pytest.raises(NonFiniteLossError, match="step 3.*last good checkpoint"):
         train(config)
-    saved = torch.load(tmp_path / "run" / ckpt.CHECKPOINT_NAME, weights_only=False)
+    saved = ckpt.load_checkpoint(tmp_path / "run" / ckpt.CHECKPOINT_NAME)
     assert saved["step"] == 2
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
@@ -163,7 +163,7 @@ def test_logs_and_result(tmp_path):
     assert "shape_error_mm" in result.final_metrics
     events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert events
-    saved = torch.load(result.checkpoint, weights_only=False)
+    saved = ckpt.load_checkpoint(result.checkpoint)
     assert saved["config"] == dataclasses.asdict(config)
 
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from ringnet_lib.train import TrainConfig, train
+from ringnet_lib.training.checkpoint import load_checkpoint
 
 from test_train import small_flame_folder
 
@@ -46,8 +47,8 @@ def test_two_processes_match_one(tmp_path):
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
     single = train(TrainConfig.from_preset("quick", **config_values(tmp_path, tmp_path / "single")))
-    ddp_state = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
-    single_state = torch.load(single.checkpoint, weights_only=False)
+    ddp_state = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    single_state = load_checkpoint(single.checkpoint)
     assert ddp_state["step"] == single_state["step"] == 3
     differences = {k: (ddp_state["model"][k].float() - v.float()).abs().max().item()
                    for k, v in single_state["model"].items() if v.is_floating_point()}

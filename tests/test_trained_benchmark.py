@@ -121,5 +121,5 @@ def test_command_line_scores_a_checkpoint(tmp_path, capsys):
     assert "| trained encoder |" in printed and "| mean shape (β = 0) |" in printed
     assert (tmp_path / "eval" / "metrics.csv").is_file()
     assert trained.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path / "eval")]) == 2
-    assert "no such checkpoint" in capsys.readouterr().err
+    assert "no checkpoint there" in capsys.readouterr().err
     checkpoint.unlink()  # ~45 MB of weights and Adam state
