@@ -20,16 +20,13 @@ import smplx
 import torch
 
 from ringnet_lib import model_io, testing
+from ringnet_lib.default_head import default_model
 from ringnet_lib.flame import FLAME
 
 
 def make_folder(kind: str, folder: Path) -> Path:
-    if kind == "default":
-        model, embedding = model_io.default_flame_model()
-    else:
-        model = testing.random_flame_model(n_vertices=5023, seed=0)
-        embedding = testing.random_static_embedding(len(model.faces))
-    return model_io.write_flame_folder(model, embedding, folder)
+    model = default_model() if kind == "default" else testing.random_flame_model(n_vertices=5023, seed=0)
+    return model_io.write_flame_folder(model, folder)
 
 
 def time_call(function, repeats: int) -> list[float]:

@@ -22,11 +22,11 @@ import time
 import torch
 import torchvision
 
+from ringnet_lib.decoder import Decoder
 from ringnet_lib.encoder import RingNetEncoder
-from ringnet_lib.flame import FLAME
 from ringnet_lib.losses import default_ring_identity
 from ringnet_lib.params import N_PARAMS
-from ringnet_lib.training.step import LandmarkHead, initial_params_from_flame, ring_step
+from ringnet_lib.training.step import ring_step
 
 
 def make_batch(n_rings: int, ring: int, size: int, seed: int = 0) -> dict:
@@ -48,9 +48,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    flame = FLAME()
-    head = LandmarkHead(flame)
-    ringnet = RingNetEncoder("resnet50", initial_params=initial_params_from_flame(flame, head)).train()
+    decoder = Decoder()
+    ringnet = RingNetEncoder("resnet50", initial_params=decoder.initial_params()).train()
     baseline = torchvision.models.resnet50(weights=None)
     baseline.fc = torch.nn.Linear(2048, N_PARAMS)
     baseline.train()
@@ -59,10 +58,10 @@ def main() -> None:
     count = lambda model: sum(p.numel() for p in model.parameters()) / 1e6
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rings} ring(s) x R={args.ring_size} "
           f"= {args.rings * args.ring_size} images; RingNet encoder {count(ringnet):.1f} M parameters, "
-          f"baseline {count(baseline):.1f} M; landmarks: {len(head.target_index)}")
+          f"baseline {count(baseline):.1f} M; landmarks: {decoder.n_landmarks}")
 
     def ringnet_step(batch):
-        prediction = ring_step(ringnet, flame, head, batch)
+        prediction = ring_step(ringnet, decoder, batch)
         ringnet_optimizer.zero_grad(set_to_none=True)
         prediction.total.backward()
         ringnet_optimizer.step()

@@ -2,7 +2,7 @@
 
     python -m ringnet_lib.ablation --ci    --out runs/ablation_ci      # seconds: tiny, checks the pipeline
     python -m ringnet_lib.ablation --quick --out runs/ablation         # CPU minutes (make ablation)
-    python -m ringnet_lib.ablation --paper --out runs/ablation_paper   # a GPU: the paper preset (R=6, 224 px, ResNet-50)
+    python -m ringnet_lib.ablation --paper --out runs/ablation_paper   # a GPU: the paper preset (R=6, 224 px)
     python -m ringnet_lib.ablation --quick --only "R=2,R=6" --steps 300 --out runs/ablation_r
 
 Every run calls :func:`ringnet_lib.train.train` with the mode's preset, the same
@@ -38,20 +38,26 @@ are injected but unused. Calling ``train()`` directly, as here, is the same func
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .demo import load_model
-from .evaluation.trained import BASELINE, HELDOUT_SEED, heldout_images, predict_betas
-from .flame import FLAME
-from .train import train
+from .cli import ConfigError
+from .decoder import Decoder
+from .evaluation import evaluate_shapes
+from .evaluation.benchmark import HELDOUT_SEED
+from .evaluation.report import write_report
+from .evaluation.trained import BASELINE, heldout_images, predict_params
+from .params import SHAPE
+from .training import TrainConfig, changed_fields, load_encoder, train
+from .training.checkpoint import CheckpointError
 
 # name -> the TrainConfig fields that differ from the reference run ("ring R=4").
 ABLATIONS = {
@@ -78,9 +84,9 @@ class Mode:
 
 MODES = {
     # A test runs this in well under a minute: it checks the pipeline, not that anything learns.
-    "ci": Mode("quick", dict(data="memory", max_steps=2, image_size=32, batch_size=2, n_identities=4,
+    "ci": Mode("quick", dict(data="render", max_steps=2, image_size=32, batch_size=2, n_identities=4,
                              images_per_identity=5, eval_rings=0), 2, 1, 300, 2),
-    # The quick preset (in-memory renders, 64 px, ResNet-18) for 400 steps per run, about a third of
+    # The quick preset (rendered rings, 64 px, ResNet-18) for 400 steps per run, about a third of
     # the quick preset's length, so the six runs take about 15 minutes on 2 CPU cores.
     "quick": Mode("quick", dict(max_steps=400, eval_rings=0), 12, 2, 1000, 10),
     # For a GPU: the paper's preset (R=6 reference there; R is overridden per run here).
@@ -88,25 +94,22 @@ MODES = {
 }
 
 
-def heldout_set(flame, mode: Mode, config, seed: int = HELDOUT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+def heldout_set(decoder: Decoder, mode: Mode, config: TrainConfig,
+                seed: int = HELDOUT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
     """The mode's held-out benchmark images and true β (:func:`ringnet_lib.evaluation.trained.heldout_images`)."""
-    return heldout_images(flame, config, mode.heldout_identities, mode.heldout_images, seed)
+    return heldout_images(decoder, config, mode.heldout_identities, mode.heldout_images, seed)
 
 
-def score(predicted: torch.Tensor, truth: torch.Tensor, flame, mode: Mode) -> dict:
+def score(predicted: torch.Tensor, truth: torch.Tensor, decoder: Decoder, mode: Mode) -> dict:
     """NoW metric of neutralised predictions (:func:`ringnet_lib.evaluation.evaluate_shapes`)."""
-    from .evaluation import evaluate_shapes
-
-    return evaluate_shapes(predicted, truth, flame, n_points=mode.scan_points, icp_iterations=mode.icp_iterations)
+    return evaluate_shapes(predicted, truth, decoder, n_points=mode.scan_points, icp_iterations=mode.icp_iterations)
 
 
-def run_config(name: str, mode_name: str, out: Path, steps: int | None = None, device: str = "cpu"):
+def run_config(name: str, mode_name: str, out: Path, steps: int | None = None, device: str = "cpu") -> TrainConfig:
     """The TrainConfig of one ablation run."""
-    from .train import TrainConfig
-
     mode = MODES[mode_name]
-    overrides = {**mode.train, **ABLATIONS[name], "out_dir": str(out / "runs" / slug(name)), "device": device,
-                 "tensorboard": False, "progress": False}
+    overrides = {**mode.train, **ABLATIONS[name], "out_dir": out / "runs" / slug(name), "device": device,
+                 "tensorboard": False, "progress": False, "overwrite": True}
     if steps:
         overrides["max_steps"] = steps
     return TrainConfig.from_preset(mode.preset, **overrides)
@@ -119,23 +122,19 @@ def slug(name: str) -> str:
 
 def notebook_parameters(notebook: str | Path) -> set[str]:
     """Names assigned in the notebook's cell tagged ``parameters`` (what papermill can change)."""
-    import re
-
     cells = json.loads(Path(notebook).read_text())["cells"]
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     return {m for c in tagged for m in re.findall(r"^(\w+)\s*=", "".join(c["source"]), re.MULTILINE)}
 
 
-def papermill_command(config, notebook: str = "notebooks/06_training.ipynb", output: str = "out.ipynb") -> str:
+def papermill_command(config: TrainConfig, notebook: str | Path = "notebooks/06_training.ipynb",
+                      output: str = "out.ipynb") -> str:
     """The papermill command that trains ``config`` through the training notebook (fields that differ
     from the preset); fields the notebook's parameters cell does not read are named in a trailing comment."""
-    from .train import changed_fields
-
     changed = changed_fields(config)
     command = f"papermill -k python3 {notebook} {output} -p preset {config.preset} " + " ".join(
-        f"-p {k} {v}" for k, v in changed.items())
-    path = Path(notebook) if Path(notebook).is_absolute() else Path(__file__).resolve().parents[1] / notebook
-    ignored = sorted(set(changed) - notebook_parameters(path)) if path.is_file() else []
+        f"-p {k} {'None' if v is None else v}" for k, v in changed.items())
+    ignored = sorted(set(changed) - notebook_parameters(notebook)) if Path(notebook).is_file() else []
     return command + (f"  # not read by the notebook's parameters cell: {', '.join(ignored)}" if ignored else "")
 
 
@@ -153,17 +152,18 @@ def run_ablation(mode_name: str, out: str | Path, only: list[str] | None = None,
     if unknown:
         raise ValueError(f"unknown ablation runs {unknown}; choose from {list(ABLATIONS)}")
     started, mode, out = time.perf_counter(), MODES[mode_name], Path(out)
-    flame = FLAME()
+    decoder = Decoder()
     configs = {name: run_config(name, mode_name, out, steps, device) for name in names}
-    images, truth = heldout_set(flame, mode, configs[names[0]])
-    baseline = score(torch.zeros_like(truth), truth, flame, mode)
+    images, truth = heldout_set(decoder, mode, configs[names[0]])
+    baseline = score(torch.zeros_like(truth), truth, decoder, mode)
     rows = [row_of(BASELINE, None, None, baseline, baseline)]
     histories = {}
     for name, config in configs.items():
         log(f"[{name}] {papermill_command(config)}")
-        result = train(config, flame=flame)
-        encoder = load_model(result.checkpoint, flame=flame)[0]  # the checkpoint, as the demo would load it
-        rows.append(row_of(name, config, result, score(predict_betas(encoder, images), truth, flame, mode), baseline))
+        result = train(config, decoder=decoder)
+        encoder = load_encoder(result.checkpoint, decoder=decoder)[0]  # the checkpoint, as the demo loads it
+        predicted = predict_params(encoder, images)[:, SHAPE]
+        rows.append(row_of(name, config, result, score(predicted, truth, decoder, mode), baseline))
         histories[name] = [r["landmarks"] for r in result.history]
         log(f"[{name}] {result.steps} steps in {result.seconds:.0f} s: median {rows[-1]['median_mm']:.3f} mm "
             f"({rows[-1]['vs_mean_shape']:.2f} x mean shape)")
@@ -196,8 +196,6 @@ def markdown_table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], histories: dict, title: str):
     """Median error per run (bars, the baseline dashed) and the landmark loss curves. Returns the Figure."""
-    import matplotlib.pyplot as plt
-
     figure, (bars, curves) = plt.subplots(1, 2, figsize=(12, 4))
     runs = [r for r in rows if r["run"] != BASELINE]
     ratios = [r["vs_mean_shape"] for r in runs]
@@ -221,27 +219,14 @@ def plot(rows: list[dict], histories: dict, title: str):
 
 def write_outputs(out: Path, rows: list[dict], table: str, histories: dict, mode_name: str, seconds: float) -> dict:
     """ablation.md, .csv, .json and .png in ``out``; returns their paths."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)  # a CLI run has no display
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {k: out / f"ablation.{k}" for k in ("md", "csv", "json", "png")}
     steps = max((r["steps"] for r in rows), default=0)
     best = min(rows[1:], key=lambda r: r["median_mm"], default=rows[0])
-    paths["md"].write_text(f"# RingNet ablation ({mode_name}, {steps} steps per run, {seconds:.0f} s)\n\n{table}\n\n"
-                           f"Best run: {best['run']}, median error {best['vs_mean_shape']:.2f} x the mean shape's "
-                           f"(the issue's target for the quick model: <= 0.70).\n")
-    with paths["csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    paths["json"].write_text(json.dumps({"mode": mode_name, "seconds": seconds, "rows": rows,
-                                         "landmark_loss": histories}, indent=1))
-    figure = plot(rows, histories, f"ablation ({mode_name}), {steps} steps per run")
-    figure.savefig(paths["png"], dpi=100)
-    plt.close(figure)
-    return paths
+    markdown = (f"# RingNet ablation ({mode_name}, {steps} steps per run, {seconds:.0f} s)\n\n{table}\n\n"
+                f"Lower is better; 1.0 = no better than the mean face. Best run: {best['run']}, median error "
+                f"{best['vs_mean_shape']:.2f} x the mean shape's.\n")
+    data = {"mode": mode_name, "seconds": seconds, "rows": rows, "landmark_loss": histories}
+    return write_report(out, "ablation", markdown, rows, data, plot(rows, histories,
+                                                                     f"ablation ({mode_name}), {steps} steps per run"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     for name in MODES:
         size.add_argument(f"--{name}", dest="mode", action="store_const", const=name)
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--only", default="", help=f"comma-separated runs among {list(ABLATIONS)}")
-    parser.add_argument("--steps", type=int, default=0, help="steps per run (0: the mode's)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per run, >= 1 (default: the mode's)")
     parser.add_argument("--device", default="", help="cpu or cuda (default: cuda for --paper, else cpu)")
     args = parser.parse_args(argv)
     mode = args.mode or "quick"
@@ -260,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     if only:  # "R=2" is short for "ring R=2"
         only = [n if n in ABLATIONS else f"ring {n}" if f"ring {n}" in ABLATIONS else n for n in only]
     try:
-        result = run_ablation(mode, args.out, only, args.steps or None, device)
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        if args.steps is not None and args.steps < 1:
+            raise ConfigError(f"--steps {args.steps}: give 1 or more")
+        if args.out.is_file():
+            raise ConfigError(f"--out {args.out}: is a file; give a folder")
+        result = run_ablation(mode, args.out, only, args.steps, device)
+    except (ValueError, RuntimeError, FileNotFoundError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(result["table"])

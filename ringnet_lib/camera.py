@@ -70,18 +70,51 @@ def pixels_to_normalized(points: torch.Tensor, image_size: int) -> torch.Tensor:
     return torch.stack([x, y], dim=-1)
 
 
-def camera_looking_at(points: torch.Tensor, fill: float = 0.8) -> torch.Tensor:
-    """A weak-perspective camera that centres ``points`` and fills ``fill`` of the crop.
+def camera_looking_at(points: torch.Tensor, fill: float = 0.8, scale: torch.Tensor | float | None = None
+                      ) -> torch.Tensor:
+    """A weak-perspective camera that centres ``points`` in the crop (the framing every generator uses).
 
     Args:
         points: ``B x N x 3``.
         fill: fraction of the crop's width [-1, 1] covered by the larger 2D extent.
+        scale: ``B`` (or a number): use this scale instead of the one ``fill`` gives, so that the
+            size of the head in the image varies with the head (the in-memory training data).
     Returns:
-        ``B x 3`` = (s, tx, ty).
+        ``B x 3`` = (s, tx, ty): the 2D box of the points is centred, and ``s`` is ``scale``
+        or ``2 fill / extent``.
     """
     low = points[..., :2].amin(dim=1)
     high = points[..., :2].amax(dim=1)
-    extent = (high - low).amax(dim=-1).clamp_min(1e-8)  # B
-    scale = 2.0 * fill / extent
+    if scale is None:
+        extent = (high - low).amax(dim=-1).clamp_min(1e-8)  # B
+        scale = 2.0 * fill / extent
+    scale = torch.as_tensor(scale, dtype=points.dtype, device=points.device).expand(points.shape[0])
     shift = -(low + high) / 2.0
+    return torch.cat([scale[:, None], shift], dim=-1)
+
+
+def fit_weak_perspective(points: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+    """The weak-perspective camera that best maps 3D points onto 2D targets (least squares, closed form).
+
+    Minimises ``sum_i w_i |s (X_i[:2] + t) - y_i|^2``: with ``u = s t`` the problem is linear
+    in (s, u), so s is the weighted covariance over the variance of the centred points, and
+    ``t = (ȳ - s x̄) / s``. Where fitting starts (before the head is posed).
+
+    Args:
+        points: ``B x N x 3``.
+        target: ``B x N x 2`` normalised image coordinates.
+        weights: ``B x N`` non-negative (e.g. landmark confidences); all ones when omitted.
+    Returns:
+        ``B x 3`` = (s, tx, ty), ``s`` clamped above 1e-8.
+    """
+    xy = points[..., :2]
+    weights = torch.ones_like(xy[..., 0]) if weights is None else weights.to(xy.dtype)
+    weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    mean_x = (weights[..., None] * xy).sum(dim=1)  # B x 2
+    mean_y = (weights[..., None] * target).sum(dim=1)
+    centred_x, centred_y = xy - mean_x[:, None], target - mean_y[:, None]
+    scale = ((weights[..., None] * centred_x * centred_y).sum(dim=(1, 2))
+             / (weights[..., None] * centred_x ** 2).sum(dim=(1, 2)).clamp_min(1e-12)).clamp_min(1e-8)
+    shift = mean_y / scale[:, None] - mean_x
     return torch.cat([scale[:, None], shift], dim=-1)

@@ -13,7 +13,7 @@ import sys
 
 def kernel_executable(kernel_name: str = "python3", timeout: float = 60.0) -> str:
     """``sys.executable`` as reported by a freshly started kernel."""
-    from jupyter_client.manager import start_new_kernel
+    from jupyter_client.manager import start_new_kernel  # lazy: the notebooks extra, only for this check
     manager, client = start_new_kernel(kernel_name=kernel_name, startup_timeout=timeout)
     outputs: list = []
     try:

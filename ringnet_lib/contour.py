@@ -8,7 +8,7 @@ coordinates) in ``flame_dynamic_embedding.npy`` (layout: see :mod:`ringnet_lib.l
 
 How we build it (no renderer, no detector), for each yaw bin:
 
-1. Rotate the template by the bin's yaw (the same rotation :class:`~ringnet_lib.landmarks.Landmarks68`
+1. Rotate the template by the bin's yaw (the same rotation :func:`~ringnet_lib.landmarks.ibug68`
    reads back from the pose), camera looking along -z (weak perspective, :mod:`ringnet_lib.camera`).
 2. The **rim** (occluding contour) is where the smooth surface turns away from the camera:
    the zero set of the z component of the interpolated vertex normals. In each triangle whose
@@ -34,20 +34,20 @@ default head), so the builder needs them (a real FLAME ships its own table inste
 is built as a far side (the plain silhouette, which on the default head runs over the neck
 below the jaw angle: iBUG 6 there, and on the far side up to yaw 4), so the near half jumps
 between yaw 0 and -1 (up to 7 cm in depth: iBUG 1 from the cheek to the front of the ear,
-iBUG 6 from the neck to the jaw). ``build_default_dynamic_embedding`` takes
-about 10 s, so its result is shipped in ``assets/`` and a test checks that rebuilding
-reproduces it (rebuild after changing the head).
+iBUG 6 from the neck to the jaw). On the default head the build takes about 10 s, so
+:mod:`ringnet_lib.default_head.contour_table` ships its result.
 """
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 
-from .landmarks import MAX_YAW_DEG, N_CONTOUR, N_YAW_BINS, load_dynamic_embedding, save_dynamic_embedding, yaw_of_bin
+from .landmarks import head_rotation, yaw_of_bin
+from .mesh import face_edges, vertex_normals
+from .params import MAX_YAW_DEG, N_CONTOUR, N_YAW_BINS
 
-ASSET = Path(__file__).parent / "assets" / "flame_dynamic_embedding_default.npy"
 # Inner point of the lower face (metres, template frame) the fans of rays start from.
 FAN_CENTER = np.array([0.0, -0.045, 0.08])
 FAN_PULL = 0.35  # rays start 35% of the way from the frontal contour point towards FAN_CENTER
@@ -64,31 +64,21 @@ NEAR_RAYS = np.linspace(-1.0, 8.0, 9)[:-1]  # the 9th (8.0) would be the chin: i
 
 
 def yaw_rotation(yaw_deg: float) -> np.ndarray:
-    """3 x 3 rotation whose yaw (smplx/FLAME convention, see landmarks.yaw_degrees) is ``yaw_deg``.
-
-    FLAME's yaw is minus the rotation angle about +y, so positive yaw turns the face
-    towards -x (the subject's right).
-    """
-    a = np.radians(-yaw_deg)
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    """3 x 3 rotation of a head turned by ``yaw_deg`` (:func:`ringnet_lib.landmarks.head_rotation`'s sign:
+    positive turns the face towards -x, the subject's right)."""
+    return Rotation.from_rotvec(head_rotation([yaw_deg])[0]).as_matrix()
 
 
 def pitch_rotation(pitch_deg: float) -> np.ndarray:
     """3 x 3 rotation about +x that tips the face (+z) downwards: the camera sees it from above."""
-    a = np.radians(pitch_deg)
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    return Rotation.from_euler("X", pitch_deg, degrees=True).as_matrix()
 
 
 def vertex_normals_float64(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """``V x 3`` unit normals of a numpy mesh: :func:`ringnet_lib.data.render.vertex_normals` in float64.
+    """``V x 3`` unit normals of a numpy mesh: :func:`ringnet_lib.mesh.vertex_normals` in float64.
 
     Float64 as the shipped table was built (its rebuild test compares barycentrics at 1e-12).
     """
-    import torch
-
-    from .data.render import vertex_normals
     mesh = torch.tensor(np.asarray(vertices, dtype=np.float64))[None]
     return vertex_normals(mesh, torch.tensor(np.asarray(faces, dtype=np.int64)))[0].numpy()
 
@@ -199,7 +189,6 @@ def mirror_surface_point(face: int, bary: np.ndarray, faces: np.ndarray, mirror_
 
 def mirror_map_from_vertices(vertices: np.ndarray, tolerance: float = 1e-4) -> np.ndarray:
     """``V`` index of each vertex's mirror image (x -> -x), for meshes that do not ship one."""
-    from scipy.spatial import cKDTree
     distance, index = cKDTree(vertices).query(vertices * np.array([-1.0, 1.0, 1.0]))
     if distance.max() > tolerance:
         raise ValueError(f"mesh is not left-right symmetric (a vertex's mirror is {distance.max():.2e} away)")
@@ -291,39 +280,6 @@ def build_dynamic_embedding(vertices: np.ndarray, faces: np.ndarray, frontal_fac
     return {"lmk_face_idx": face_idx, "lmk_b_coords": b_coords}
 
 
-def default_head_builder_inputs() -> dict:
-    """What :func:`build_dynamic_embedding` needs for the embedded default head, as keyword arguments."""
-    from .default_head import build_default_head
-    model, static = build_default_head()
-    faces = np.asarray(model["f"], dtype=np.int64)
-    vertices = model["v_template"]
-    # At |yaw| near 39 the nose outline passes in front of the far cheek; the jaw contour must
-    # not jump onto it, so the nose (the part of the face ahead of z = 85 mm above the mouth) is out.
-    centroids = vertices[faces].mean(1)
-    nose = (centroids[:, 2] > 0.085) & (centroids[:, 1] > -0.05)
-    return {"vertices": vertices, "faces": faces, "frontal_face_idx": static["frontal_contour_face_idx"],
-            "frontal_b_coords": static["frontal_contour_b_coords"],
-            "mirror_vertex_index": static.get("mirror_vertex_index"),
-            "face_mask": skin_face_mask(model["weights"], faces) & ~nose}
-
-
-def build_default_dynamic_embedding() -> dict[str, np.ndarray]:
-    """Run the builder on the embedded default head (about 10 s)."""
-    return build_dynamic_embedding(**default_head_builder_inputs())
-
-
-@functools.lru_cache(maxsize=1)
-def _cached_default() -> dict[str, np.ndarray]:
-    if not ASSET.is_file():
-        save_dynamic_embedding(build_default_dynamic_embedding(), ASSET)
-    return load_dynamic_embedding(ASSET)
-
-
-def default_dynamic_embedding() -> dict[str, np.ndarray]:
-    """The shipped contour table of the default head (assets/flame_dynamic_embedding_default.npy), a copy."""
-    return {key: value.copy() for key, value in _cached_default().items()}
-
-
 def silhouette_segments_2d(vertices: np.ndarray, faces: np.ndarray, face_mask: np.ndarray | None = None) -> np.ndarray:
     """Projected polygonal rim: edges between a front- and a back-facing triangle.
 
@@ -337,9 +293,8 @@ def silhouette_segments_2d(vertices: np.ndarray, faces: np.ndarray, face_mask: n
     """
     tri = vertices[faces]
     front = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])[:, 2] > 0
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    key = face_edges(faces)
     owner = np.tile(np.arange(len(faces)), 3)
-    key = np.sort(edges, axis=1)
     order = np.lexsort((key[:, 1], key[:, 0]))
     key, owner = key[order], owner[order]
     same = np.all(key[1:] == key[:-1], axis=1)  # consecutive rows = the two faces of one edge
@@ -348,18 +303,3 @@ def silhouette_segments_2d(vertices: np.ndarray, faces: np.ndarray, face_mask: n
     if face_mask is not None:
         rim &= face_mask[first] & face_mask[second]
     return vertices[key[:-1][same][rim]][..., :2]
-
-
-def distance_to_segments(points: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """Distance of each 2D point (``N x 2``) to the nearest segment (``E x 2 x 2``) -> ``N``."""
-    a, b = segments[None, :, 0], segments[None, :, 1]
-    ab = b - a
-    t = np.clip(((points[:, None] - a) * ab).sum(-1) / ((ab * ab).sum(-1) + 1e-20), 0, 1)
-    closest = a + t[..., None] * ab
-    return np.linalg.norm(points[:, None] - closest, axis=-1).min(1)
-
-
-if __name__ == "__main__":  # python -m ringnet_lib.contour --rebuild
-    import sys
-    if "--rebuild" in sys.argv:
-        print("wrote", save_dynamic_embedding(build_default_dynamic_embedding(), ASSET))

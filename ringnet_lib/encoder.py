@@ -31,7 +31,6 @@ from .params import CAMERA, N_PARAMS
 # torchvision's ImageNet statistics; the trunk expects images normalised with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INPUT_SIZE = 224  # the paper's crop; other sizes work (every trunk ends in an adaptive average pool)
 
 TRUNK_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "small_cnn": 512}
 

@@ -1,4 +1,4 @@
-"""Fit FLAME (β, ψ, pose) and a weak-perspective camera to one image's 68 2D landmarks.
+"""Fit FLAME (β, ψ, pose) and a weak-perspective camera to 68 2D landmarks: one image, or several of one person.
 
 Gradient descent in two stages, as classic landmark fitting does:
 
@@ -7,14 +7,17 @@ Gradient descent in two stages, as classic landmark fitting does:
 2. **all**: shape β, expression ψ, global + jaw rotation and camera together.
 
 The objective is the one RingNet's training uses for its landmark term (Sanyal et al. 2019,
-Sec. 3), without the ring term since there is one image:
+Sec. 3), without the ring term:
 
-    L = λ_proj · landmark_loss(projected, target, confidence) + λ_β ‖β‖² + λ_ψ ‖ψ‖²
+    L = λ_proj · landmark_loss(decoder(params).landmarks2d, target, confidence) + λ_β ‖β‖² + λ_ψ ‖ψ‖²
 
-``landmark_loss`` (confidence-weighted L1, mean over images and landmarks) and ``squared_norm``
-and the λ (:class:`ringnet_lib.losses.LossWeights`, the paper's 60, 1e-4, 1e-4) come from
-:mod:`ringnet_lib.losses`, the module training uses, so fitting and training optimise the
-same terms with the same normalisation and weights.
+``landmark_loss``, ``squared_norm`` and the λ (:class:`ringnet_lib.losses.LossWeights`, the
+paper's 60, 1e-4, 1e-4) are training's own, and the landmarks come from the same
+:class:`~ringnet_lib.decoder.Decoder`, so fitting and training optimise the same terms.
+
+``shared_shape=True`` fits ONE β to several photos of one person (each keeps its own ψ,
+pose and camera): the ring's idea without a network. One view's 68 landmarks leave β
+under-determined (:mod:`ringnet_lib.evaluation.identifiability`); more views pin it down.
 
 All 2D coordinates are *normalised* image coordinates (see :mod:`ringnet_lib.camera`);
 multiply errors by ``S / 2`` for pixels in an ``S x S`` crop.
@@ -25,14 +28,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .camera import project_weak_perspective
-from .landmarks import Landmarks68
-# The landmark term and the regulariser are training's own functions (one definition, in
-# losses.py), re-exported here: fitting.landmark_loss IS the loss training uses.
+from .camera import fit_weak_perspective
+from .decoder import Decoder
 from .losses import LossWeights, landmark_loss, squared_norm
-
-__all__ = ["FitConfig", "FitResult", "fit_to_landmarks", "initial_camera", "landmark_loss", "predict_landmarks"]
-from .params import N_POSE, full_pose_from_ringnet_pose
+from .params import N_PARAMS, N_POSE, POSE_GLOBAL, join_params
 
 
 @dataclass
@@ -45,69 +44,62 @@ class FitConfig:
 
 @dataclass
 class FitResult:
-    shape: torch.Tensor  # B x 100
+    shape: torch.Tensor  # B x 100 (the same row B times with shared_shape)
     expression: torch.Tensor  # B x 50
     pose: torch.Tensor  # B x 6: global, jaw (RingNet's layout)
     camera: torch.Tensor  # B x 3: s, tx, ty
     losses: list = field(default_factory=list)  # total loss per step, both stages
-    stages: dict = field(default_factory=dict)  # name -> B x 68 x 2 landmarks after that stage
+    stages: dict = field(default_factory=dict)  # name -> B x L x 2 landmarks after that stage
+
+    @property
+    def params(self) -> torch.Tensor:
+        """``B x 159``: the fit in the encoder's layout."""
+        return join_params(self.camera, self.pose, self.shape, self.expression)
 
 
-def initial_camera(target: torch.Tensor, model_points: torch.Tensor) -> torch.Tensor:
-    """Scale and shift that match the 2D extent and centre of the landmarks.
-
-    Args:
-        target: ``B x 68 x 2`` normalised; model_points: ``B x 68 x 3`` (unposed model landmarks).
-    Returns:
-        ``B x 3`` camera (s, tx, ty).
-    """
-    extent_target = (target.amax(1) - target.amin(1)).norm(dim=-1)
-    extent_model = (model_points[..., :2].amax(1) - model_points[..., :2].amin(1)).norm(dim=-1)
-    scale = extent_target / extent_model.clamp_min(1e-8)
-    shift = target.mean(1) / scale[:, None] - model_points[..., :2].mean(1)
-    return torch.cat([scale[:, None], shift], dim=-1)
-
-
-def predict_landmarks(flame, landmarks: Landmarks68, shape: torch.Tensor, expression: torch.Tensor,
-                      pose6: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
-    """Parameters -> ``B x 68 x 2`` projected landmarks (normalised coordinates)."""
-    pose = full_pose_from_ringnet_pose(pose6)
-    vertices = flame(shape=shape, expression=expression, pose=pose).vertices
-    return project_weak_perspective(landmarks(vertices, pose), camera)
-
-
-def fit_to_landmarks(flame, landmarks: Landmarks68, target: torch.Tensor, confidence: torch.Tensor | None = None,
-                     config: FitConfig | None = None) -> FitResult:
+def fit_to_landmarks(decoder: Decoder, target: torch.Tensor, confidence: torch.Tensor | None = None,
+                     config: FitConfig | None = None, shared_shape: bool = False) -> FitResult:
     """Fit β, ψ, global + jaw pose and camera to ``B x 68 x 2`` normalised landmarks.
 
-    Returns a :class:`FitResult`; ``stages`` holds the fitted landmarks after each stage.
+    Args:
+        decoder: the model (its ``target_index`` says which of the 68 targets are used).
+        target: ``B x 68 x 2``.
+        confidence: ``B x 68`` weights, or None (all 1).
+        config: steps, learning rate and the λ.
+        shared_shape: one β for all B images (several photos of one person).
+    Returns:
+        :class:`FitResult`; ``stages`` holds the fitted landmarks after each stage.
     """
     config = config or FitConfig()
-    batch, dtype = target.shape[0], flame.v_template.dtype
-    target = target.to(dtype)
-    shape = torch.zeros(batch, flame.n_shape, dtype=dtype, requires_grad=True)
-    expression = torch.zeros(batch, flame.n_expression, dtype=dtype, requires_grad=True)
-    pose6 = torch.zeros(batch, N_POSE, dtype=dtype, requires_grad=True)
+    flame = decoder.flame
+    batch, dtype, device = target.shape[0], flame.v_template.dtype, flame.v_template.device
+    index = decoder.target_index
+    target = target[:, index].to(dtype)
+    confidence = None if confidence is None else confidence[:, index].to(dtype)
+    shape = torch.zeros(1 if shared_shape else batch, flame.n_shape, dtype=dtype, device=device, requires_grad=True)
+    expression = torch.zeros(batch, flame.n_expression, dtype=dtype, device=device, requires_grad=True)
+    pose6 = torch.zeros(batch, N_POSE, dtype=dtype, device=device, requires_grad=True)
     with torch.no_grad():
-        start = landmarks(flame(shape=shape).vertices, torch.zeros(batch, 15, dtype=dtype))
-        camera0 = initial_camera(target, start)
+        start = decoder(torch.zeros(batch, N_PARAMS, dtype=dtype, device=device))  # the mean head, unposed
+        camera0 = fit_weak_perspective(start.landmarks3d, target, confidence)
     log_scale = camera0[:, :1].log().clone().requires_grad_(True)  # s > 0, and steps are relative
     shift = camera0[:, 1:].clone().requires_grad_(True)
-    result = FitResult(shape, expression, pose6, camera0)
 
-    def camera() -> torch.Tensor:
-        return torch.cat([log_scale.exp(), shift], dim=-1)
+    def params() -> torch.Tensor:
+        return join_params(torch.cat([log_scale.exp(), shift], dim=-1), pose6, shape.expand(batch, -1), expression)
 
     def objective() -> tuple[torch.Tensor, torch.Tensor]:
-        predicted = predict_landmarks(flame, landmarks, shape, expression, pose6, camera())
+        predicted = decoder(params()).landmarks2d
         weights = config.weights
+        # ‖β‖² averages over images; a shared β is one identity, counted once.
         loss = (weights.landmarks * landmark_loss(predicted, target, confidence)
-                + weights.shape * squared_norm(shape) + weights.expression * squared_norm(expression))
+                + weights.shape_norm * squared_norm(shape) + weights.expression_norm * squared_norm(expression))
         return loss, predicted
 
+    result = FitResult(shape, expression, pose6, camera0)
     # The rigid stage moves only the global rotation (first 3 of pose6); the jaw gradient is masked.
-    rigid_mask = torch.zeros(1, N_POSE, dtype=dtype)
-    rigid_mask[:, :3] = 1.0
+    rigid_mask = torch.zeros(1, N_POSE, dtype=dtype, device=device)
+    rigid_mask[:, POSE_GLOBAL] = 1.0
     stages = (("rigid", config.rigid_steps, [pose6, log_scale, shift], rigid_mask),
               ("all", config.all_steps, [shape, expression, pose6, log_scale, shift], None))
     for name, steps, variables, pose_mask in stages:
@@ -126,6 +118,6 @@ def fit_to_landmarks(flame, landmarks: Landmarks68, target: torch.Tensor, confid
             result.losses.append(loss.item())
         with torch.no_grad():
             result.stages[name] = objective()[1].detach()
-    result.shape, result.expression, result.pose = shape.detach(), expression.detach(), pose6.detach()
-    result.camera = camera().detach()
+    result.shape, result.expression = shape.detach().expand(batch, -1).clone(), expression.detach()
+    result.pose, result.camera = pose6.detach(), torch.cat([log_scale.exp(), shift], dim=-1).detach()
     return result

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from . import lbs
+from .default_head import default_model
 from .landmarks import barycentric_landmarks
-from .model_io import (FLAME_SHAPE_SPACE, STATIC_EMBEDDING_NAME, FlameModelData, ModelFileError,
-                       default_flame_model, load_flame_model, load_static_embedding)
-from .params import N_EXPRESSION, N_FULL_POSE, N_SHAPE
+from .model_io import FlameModelData, ModelFileError, load_flame_folder
+from .params import FLAME_SHAPE_SPACE, N_EXPRESSION, N_FULL_POSE, N_SHAPE
 
 ModelSource = FlameModelData | str | Path | None
 
@@ -31,30 +31,22 @@ ModelSource = FlameModelData | str | Path | None
 class FlameOutput(NamedTuple):
     vertices: torch.Tensor  # B x V x 3
     joints: torch.Tensor  # B x 5 x 3 (global/root, neck, jaw, left eye, right eye)
+    rotations: torch.Tensor  # B x 5 x 3 x 3, each joint's local rotation (Rodrigues of its pose)
     static_landmarks: torch.Tensor | None  # B x 51 x 3, when the model has a landmark embedding
 
 
-def load_model_source(source: ModelSource) -> tuple[FlameModelData, dict | None]:
-    """Resolve what :class:`FLAME` was given to model arrays and a static landmark embedding.
+def load_model_source(source: ModelSource) -> FlameModelData:
+    """What :class:`FLAME` was given, as model arrays with their landmark tables.
 
-    ``None`` or ``"default"``: the embedded default head. A folder: the FLAME
-    model file in it and, if present, ``flame_static_embedding.pkl``. A file:
-    that model file (and the embedding beside it, if present).
+    ``None`` or ``"default"``: the embedded default head. A folder: the FLAME files in it
+    (:func:`ringnet_lib.model_io.load_flame_folder`). A file: that model file and the landmark
+    files beside it.
     """
     if source is None or (isinstance(source, str) and source == "default"):
-        return default_flame_model()
+        return default_model()
     if isinstance(source, FlameModelData):
-        return source, None
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such file or folder. Pass the folder that holds the FLAME files, a model "
-                             "file, or None for the embedded default head.")
-    model = load_flame_model(path)
-    folder = path if path.is_dir() else path.parent
-    embedding_path = folder / STATIC_EMBEDDING_NAME
-    embedding = (load_static_embedding(embedding_path, n_faces=len(model.faces))
-                 if embedding_path.is_file() else None)
-    return model, embedding
+        return source
+    return load_flame_folder(source)
 
 
 class FLAME(nn.Module):
@@ -67,15 +59,23 @@ class FLAME(nn.Module):
         n_expression: how many expression components to use (ψ, at most 100);
             in FLAME's layout they start at column 300 of ``shapedirs``.
         static_embedding: optional dict with ``lmk_face_idx`` (51,) and
-            ``lmk_b_coords`` (51 x 3); read from the model's folder when omitted.
+            ``lmk_b_coords`` (51 x 3), instead of the one the model carries.
+        dynamic_embedding: optional contour table (``79 x 17`` and ``79 x 17 x 3``), instead of
+            the one the model carries.
         dtype: of the buffers (float32 by default).
+
+    Attributes besides the buffers: ``source`` (where the model came from) and
+    ``is_embedded_default``. The landmark tables are buffers too (``landmark_face_idx``,
+    ``landmark_bary_coords``, ``contour_face_idx``, ``contour_bary_coords``), None when absent.
     """
 
     def __init__(self, model: ModelSource = None, n_shape: int = N_SHAPE, n_expression: int = N_EXPRESSION,
-                 static_embedding: dict | None = None, dtype: torch.dtype = torch.float32):
+                 static_embedding: dict | None = None, dynamic_embedding: dict | None = None,
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
-        data, file_embedding = load_model_source(model)
-        static_embedding = static_embedding if static_embedding is not None else file_embedding
+        data = load_model_source(model)
+        static_embedding = data.static_embedding if static_embedding is None else static_embedding
+        dynamic_embedding = data.dynamic_embedding if dynamic_embedding is None else dynamic_embedding
         n_columns = data.shapedirs.shape[2]
         if not 0 <= n_shape <= min(FLAME_SHAPE_SPACE, n_columns):
             raise ModelFileError(f"{data.source}: asked for {n_shape} shape components, but the file has "
@@ -88,6 +88,7 @@ class FLAME(nn.Module):
         self.n_shape, self.n_expression = n_shape, n_expression
         self.parents = list(data.parents)
         self.source = data.source
+        self.is_embedded_default = data.is_embedded_default
         n_vertices = data.n_vertices
 
         columns = np.r_[0:n_shape, FLAME_SHAPE_SPACE:FLAME_SHAPE_SPACE + n_expression]
@@ -97,9 +98,9 @@ class FLAME(nn.Module):
         pose_rows = data.posedirs.reshape(n_vertices * 3, -1).T  # 36 x 3V
         joint_rows = np.einsum("jv,vck->kjc", data.joint_regressor, coefficient_dirs).reshape(len(columns), -1)
 
-        def buffer(name: str, array: np.ndarray, buffer_dtype: torch.dtype = dtype) -> None:
-            self.register_buffer(name, torch.tensor(np.ascontiguousarray(array), dtype=buffer_dtype),
-                                 persistent=False)
+        def buffer(name: str, array: np.ndarray | None, buffer_dtype: torch.dtype = dtype) -> None:
+            value = None if array is None else torch.tensor(np.ascontiguousarray(array), dtype=buffer_dtype)
+            self.register_buffer(name, value, persistent=False)
 
         buffer("v_template", data.v_template)
         buffer("faces", data.faces, torch.long)
@@ -108,11 +109,11 @@ class FLAME(nn.Module):
         buffer("joint_directions", joint_rows)
         buffer("joint_regressor", data.joint_regressor)
         buffer("weights", data.weights)
-        if static_embedding is not None:
-            buffer("landmark_face_idx", np.asarray(static_embedding["lmk_face_idx"]), torch.long)
-            buffer("landmark_bary_coords", np.asarray(static_embedding["lmk_b_coords"]))
-        else:
-            self.landmark_face_idx = self.landmark_bary_coords = None
+        buffer("landmark_face_idx", None if static_embedding is None else static_embedding["lmk_face_idx"], torch.long)
+        buffer("landmark_bary_coords", None if static_embedding is None else static_embedding["lmk_b_coords"])
+        buffer("contour_face_idx", None if dynamic_embedding is None else dynamic_embedding["lmk_face_idx"],
+               torch.long)
+        buffer("contour_bary_coords", None if dynamic_embedding is None else dynamic_embedding["lmk_b_coords"])
 
     # Views into the stacked basis, for teaching and inspection (``V x 3 x n``).
     def _basis(self, rows: slice) -> torch.Tensor:
@@ -148,15 +149,15 @@ class FLAME(nn.Module):
                 (see :func:`ringnet_lib.params.full_pose_from_ringnet_pose`).
             translation: ``B x 3``, added to everything.
         Returns:
-            :class:`FlameOutput` with vertices ``B x V x 3``, joints ``B x 5 x 3``
-            and, if the model has an embedding, the 51 static landmarks.
+            :class:`FlameOutput` with vertices ``B x V x 3``, joints ``B x 5 x 3``, the joints'
+            local rotations ``B x 5 x 3 x 3`` and, if the model has an embedding, the 51 static landmarks.
         """
         given = [t for t in (shape, expression, pose, translation) if t is not None]
         batch = given[0].shape[0] if given else 1
         shape = self._coefficients(batch, "shape", shape, self.n_shape)
         expression = self._coefficients(batch, "expression", expression, self.n_expression)
         pose = self._coefficients(batch, "pose", pose, N_FULL_POSE)
-        vertices, joints = lbs.linear_blend_skinning(
+        vertices, joints, rotations = lbs.linear_blend_skinning(
             torch.cat([shape, expression], dim=1), pose, self.v_template, self.directions,
             self.joint_template, self.joint_directions, self.parents, self.weights)
         if translation is not None:
@@ -166,4 +167,4 @@ class FLAME(nn.Module):
         landmarks = None
         if self.landmark_face_idx is not None:
             landmarks = barycentric_landmarks(vertices, self.faces, self.landmark_face_idx, self.landmark_bary_coords)
-        return FlameOutput(vertices, joints, landmarks)
+        return FlameOutput(vertices, joints, rotations, landmarks)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from .viz import _to_numpy
+from .params import JAW, N_FULL_POSE, NECK, joint_pose
+from .viz import to_numpy
 
 
 def plotly_mesh(vertices, faces, color: str = "#d9b8a0", title: str | None = None, figure_widget: bool = False):
     """A shaded plotly mesh of ``V x 3`` vertices and ``F x 3`` faces, viewed from the front."""
-    import plotly.graph_objects as go
-    v, f = _to_numpy(vertices), _to_numpy(faces)
+    import plotly.graph_objects as go  # lazy: the notebooks extra, only when a figure is made
+    v, f = to_numpy(vertices), to_numpy(faces)
     mesh = go.Mesh3d(x=v[:, 0], y=v[:, 1], z=v[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2], color=color,
                      flatshading=False, lighting=dict(ambient=0.35, diffuse=0.8, specular=0.15, roughness=0.6),
                      lightposition=dict(x=0, y=100, z=300))
@@ -32,7 +33,7 @@ def flame_explorer(flame, n_shape_sliders: int = 3, n_expression_sliders: int = 
     dict name -> FloatSlider (tests set their values), ``figure`` the
     FigureWidget whose mesh they update.
     """
-    import ipywidgets as widgets
+    import ipywidgets as widgets  # lazy: the notebooks extra, only when a widget is made
 
     def slider(description: str, low: float, high: float) -> widgets.FloatSlider:
         return widgets.FloatSlider(value=0.0, min=low, max=high, step=0.05, description=description,
@@ -46,13 +47,13 @@ def flame_explorer(flame, n_shape_sliders: int = 3, n_expression_sliders: int = 
     def update(_=None) -> None:
         shape = torch.zeros(1, flame.n_shape)
         expression = torch.zeros(1, flame.n_expression)
-        pose = torch.zeros(1, 15)
+        pose = torch.zeros(1, N_FULL_POSE)
         for i in range(n_shape_sliders):
             shape[0, i] = sliders[f"shape {i}"].value
         for i in range(n_expression_sliders):
             expression[0, i] = sliders[f"expression {i}"].value
-        pose[0, 6] = sliders["jaw"].value  # jaw: rotation about x opens the mouth
-        pose[0, 4] = sliders["neck yaw"].value  # neck: rotation about y turns the head
+        pose[0, joint_pose(JAW).start] = sliders["jaw"].value  # jaw: rotation about x opens the mouth
+        pose[0, joint_pose(NECK).start + 1] = sliders["neck yaw"].value  # neck: rotation about y turns the head
         with torch.no_grad():
             v = flame(shape=shape, expression=expression, pose=pose).vertices[0].numpy()
         with figure.batch_update():

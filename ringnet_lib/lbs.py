@@ -147,7 +147,8 @@ def skin_vertices(vertices: torch.Tensor, transforms: torch.Tensor,
 def linear_blend_skinning(coefficients: torch.Tensor, pose: torch.Tensor,
                           template: torch.Tensor, directions: torch.Tensor,
                           joint_template: torch.Tensor, joint_directions: torch.Tensor,
-                          parents: list[int], weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                          parents: list[int], weights: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The whole FLAME decoder.
 
     Two precomputations keep the per-call work small (the caller makes them
@@ -171,7 +172,8 @@ def linear_blend_skinning(coefficients: torch.Tensor, pose: torch.Tensor,
         parents: kinematic tree (see :func:`kinematic_chain`).
         weights: ``V x J``.
     Returns:
-        vertices ``B x V x 3`` and joints ``B x J x 3``, posed.
+        vertices ``B x V x 3`` and joints ``B x J x 3``, posed, and the local joint rotations
+        ``B x J x 3 x 3`` (the landmark contour reads the head's yaw from them, without a second Rodrigues).
     """
     batch = coefficients.shape[0]
     n_joints = len(parents)
@@ -182,4 +184,4 @@ def linear_blend_skinning(coefficients: torch.Tensor, pose: torch.Tensor,
     rest_joints = joint_template + blend_shapes(coefficients, joint_directions)
     # 4-5. pose the skeleton, then the skin.
     posed_joints, transforms = kinematic_chain(rotations, rest_joints, parents)
-    return skin_vertices(rest_vertices, transforms, weights), posed_joints
+    return skin_vertices(rest_vertices, transforms, weights), posed_joints, rotations

@@ -21,8 +21,8 @@ The consistency term is swappable for ablations (:data:`CONSISTENCY_MODES`):
 ``"none"``. ``"swap"`` and ``"mean"`` change which shapes are decoded; the
 helpers here build those shapes, the training step decodes them.
 
-One term is *not* RingNet's: :func:`true_shape_loss`, the error to the true β of
-synthetic data, weighted by ``LossWeights.true_shape`` (0 by default). RingNet has
+One term is *not* RingNet's: :func:`true_shape_mse`, the error to the true β of
+synthetic data, weighted by ``LossWeights.true_shape_mse`` (0 by default). RingNet has
 no 3D labels; the term is a diagnostic, to measure what a trunk and a time budget
 could learn of shape if the training signal were perfect.
 """
@@ -38,13 +38,13 @@ CONSISTENCY_MODES = ("ring", "swap", "mean", "none")
 
 @dataclass(frozen=True)
 class LossWeights:
-    """The λ of the total loss; the paper's values by default."""
+    """The λ of the total loss, named as the terms they weigh; the paper's values by default."""
 
-    consistency: float = 1.0  # λ_sc
-    landmarks: float = 60.0  # λ_proj
-    shape: float = 1e-4  # λ_β
-    expression: float = 1e-4  # λ_ψ
-    true_shape: float = 0.0  # weight of true_shape_loss: a diagnostic on synthetic data, not RingNet's (0)
+    consistency: float = 1.0  # λ_sc, the ring (shape consistency) loss
+    landmarks: float = 60.0  # λ_proj, the landmark (projection) loss
+    shape_norm: float = 1e-4  # λ_β, the regulariser ‖β‖²
+    expression_norm: float = 1e-4  # λ_ψ, the regulariser ‖ψ‖²
+    true_shape_mse: float = 0.0  # weight of true_shape_mse: a diagnostic on synthetic data, not RingNet's (0)
 
 
 def pairwise_squared_distances(shapes: torch.Tensor) -> torch.Tensor:
@@ -180,7 +180,7 @@ def swapped_shapes(shapes: torch.Tensor, identity: torch.Tensor) -> torch.Tensor
     return torch.gather(shapes, 1, partner[..., None].expand(-1, -1, shapes.shape[-1]))
 
 
-def true_shape_loss(shapes: torch.Tensor, true_shapes: torch.Tensor) -> torch.Tensor:
+def true_shape_mse(shapes: torch.Tensor, true_shapes: torch.Tensor) -> torch.Tensor:
     """Mean squared error to the true β, per coefficient: ``mean((β − β_true)²)``.
 
     Not RingNet's (it has no 3D labels): an upper-bound diagnostic for synthetic data.
@@ -196,12 +196,37 @@ def true_shape_loss(shapes: torch.Tensor, true_shapes: torch.Tensor) -> torch.Te
     return (shapes - true_shapes).pow(2).mean()
 
 
+def ring_net_terms(shape: torch.Tensor, expression: torch.Tensor, landmarks2d: torch.Tensor, target: torch.Tensor,
+                   confidence: torch.Tensor, consistency: str = "ring", margin: float = RING_MARGIN,
+                   swapped_landmarks2d: torch.Tensor | None = None,
+                   true_shape: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Every loss term of one batch of rings, by name (the keys of :class:`LossWeights`).
+
+    Args:
+        shape: ``B x R x 100`` predicted β; expression: ``B x R x 50`` predicted ψ.
+        landmarks2d: ``B x R x L x 2`` decoded landmarks; target: the same, given; confidence: ``B x R x L``.
+        consistency: one of :data:`CONSISTENCY_MODES` ("mean" decodes with :func:`mean_shapes`
+            before this, so its term here is the landmark loss; "swap" gives ``swapped_landmarks2d``).
+        margin: η of the ring loss.
+        swapped_landmarks2d: ``B x R x L x 2`` decoded with :func:`swapped_shapes` ("swap" only).
+        true_shape: ``B x R x 100`` the data's β, to add the ``true_shape_mse`` diagnostic.
+    Returns:
+        ``{"consistency", "landmarks", "shape_norm", "expression_norm"}`` (+ ``"true_shape_mse"``), scalars.
+    """
+    if consistency == "ring":
+        consistency_term = ring_loss(shape, margin)
+    elif consistency == "swap":
+        consistency_term = landmark_loss(swapped_landmarks2d, target, confidence)
+    else:  # "mean" (its effect is in the decoded landmarks) and "none"
+        consistency_term = shape.new_zeros(())
+    terms = {"consistency": consistency_term, "landmarks": landmark_loss(landmarks2d, target, confidence),
+             "shape_norm": squared_norm(shape), "expression_norm": squared_norm(expression)}
+    if true_shape is not None:
+        terms["true_shape_mse"] = true_shape_mse(shape, true_shape.to(shape.dtype))
+    return terms
+
+
 def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights = LossWeights()) -> torch.Tensor:
-    """λ_sc·L_sc + λ_proj·L_proj + λ_β‖β‖² + λ_ψ‖ψ‖² from a dict with keys
-    ``consistency``, ``landmarks``, ``shape``, ``expression`` (scalars); plus
-    ``weights.true_shape`` times ``terms["true_shape"]`` when that weight is not 0."""
-    total = (weights.consistency * terms["consistency"] + weights.landmarks * terms["landmarks"]
-             + weights.shape * terms["shape"] + weights.expression * terms["expression"])
-    if weights.true_shape:
-        total = total + weights.true_shape * terms["true_shape"]
-    return total
+    """Σ λ_name · term_name over the terms given: λ_sc·L_sc + λ_proj·L_proj + λ_β‖β‖² + λ_ψ‖ψ‖²
+    (+ the true-β diagnostic when present). Keys are :class:`LossWeights`' field names."""
+    return sum(getattr(weights, name) * value for name, value in terms.items())

@@ -7,6 +7,12 @@ Formats read (and written back by :func:`save_flame_model`):
   pickles, and what smplx reads. Written back as a plain-numpy pickle with a
   sparse ``J_regressor``, which smplx and this module both read.
 * ``.npz``: the same keys as plain arrays (``J_regressor`` dense).
+* ``flame_static_embedding.pkl`` (51 landmarks) and ``flame_dynamic_embedding.npy`` (the
+  79 x 17 jaw-contour table, a pickled dict inside a .npy), read with the same unpickler.
+
+:func:`load_flame_folder` reads a FLAME download folder (or one model file) into
+:class:`FlameModelData`, which carries the arrays *and* the landmark tables found beside
+them, so "which contour table goes with this model" is decided here, once.
 
 Pickles can run arbitrary code when loaded, so they go through
 :class:`RestrictedUnpickler`, which resolves only the numpy names that arrays
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import dataclasses
 import io
 import pickle
 import zipfile
@@ -27,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy._core.multiarray as multiarray
+import numpy._core.numeric as numeric
+import numpy.lib.format as npy_format
 
-from .params import JOINT_NAMES
+from .params import JOINT_NAMES, N_CONTOUR, N_STATIC, N_YAW_BINS
 
 REQUIRED_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table")
-FLAME_SHAPE_SPACE = 300  # expression columns start here in FLAME's shapedirs
-FLAME_EXPRESSION_SPACE = 100
 # Names of the model file in a FLAME folder, in the order they are tried.
 MODEL_FILE_NAMES = ("FLAME_NEUTRAL.pkl", "generic_model.pkl", "FLAME_GENERIC.pkl",
                     "flame2023.pkl", "flame2023_no_jaw.pkl", "model.npz")
@@ -68,8 +76,6 @@ def _shell_class(module: str, name: str) -> type:
 
 
 def _numpy_global(name: str) -> Any:
-    import numpy._core.multiarray as multiarray
-    import numpy._core.numeric as numeric
     table = {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar,
              "_frombuffer": numeric._frombuffer}
     return table[name]
@@ -144,24 +150,45 @@ def _to_plain(value: Any, key: str, source: str) -> Any:
         "its arrays evaluated, e.g. as .npz.")
 
 
+# The largest array a model file may ask us to allocate (FLAME 2023's shapedirs: 5,023 x 3 x 400 doubles,
+# 48 MB): a file that asks for more is refused before anything is allocated (a 1 kB pickle can ask for TBs).
+MAX_ARRAY_BYTES = 1 << 30
+
+
 def _dense_from_sparse_state(state: dict, name: str, key: str, source: str) -> np.ndarray:
-    """Dense array from the pickled state of a scipy sparse matrix (no scipy objects built)."""
-    shape = tuple(state.get("_shape", state.get("shape", ())))
-    data = np.asarray(state.get("data"))
+    """Dense array from the pickled state of a scipy sparse matrix (no scipy objects built).
+
+    The shape is checked against :data:`MAX_ARRAY_BYTES` before the array is allocated, and every
+    index against the shape (a negative index would silently wrap to the last row).
+    """
+    def fail(message: str) -> ModelFileError:
+        return ModelFileError(f"{source}: key '{key}' holds a malformed sparse matrix ({message})")
+
+    shape = state.get("_shape", state.get("shape", ())) if isinstance(state, dict) else ()
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 2 and all(isinstance(n, (int, np.integer)) and n >= 0
+                                                                         for n in shape)):
+        raise fail(f"its shape {shape!r} is not two non-negative integers")
+    if 8 * int(shape[0]) * int(shape[1]) > MAX_ARRAY_BYTES:
+        raise fail(f"its shape {tuple(shape)} would need {8 * int(shape[0]) * int(shape[1]) / 2**30:.1f} GiB, more "
+                   f"than any FLAME array ({MAX_ARRAY_BYTES / 2**30:.0f} GiB at most)")
     try:
-        dense = np.zeros(shape, dtype=np.float64)
+        data = np.asarray(state.get("data"), dtype=np.float64)
         if name.endswith(("csc_matrix", "csc_array", "csr_matrix", "csr_array")):
-            indices, indptr = np.asarray(state["indices"]), np.asarray(state["indptr"])
+            indices, indptr = np.asarray(state["indices"], dtype=np.int64), np.asarray(state["indptr"], dtype=np.int64)
             outer = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-            if "csc" in name:
-                np.add.at(dense, (indices, outer), data)
-            else:
-                np.add.at(dense, (outer, indices), data)
+            rows, columns = (indices, outer) if "csc" in name else (outer, indices)
         else:
             coords = state.get("coords") or (state["row"], state["col"])
-            np.add.at(dense, (np.asarray(coords[0]), np.asarray(coords[1])), data)
+            rows, columns = np.asarray(coords[0], dtype=np.int64), np.asarray(coords[1], dtype=np.int64)
     except (KeyError, IndexError, ValueError, TypeError) as error:
-        raise ModelFileError(f"{source}: key '{key}' holds a malformed sparse matrix ({error})") from error
+        raise fail(str(error)) from None
+    if not (len(rows) == len(columns) == len(data)):
+        raise fail(f"{len(data)} values for {len(rows)} positions")
+    for what, index, size in (("row", rows, shape[0]), ("column", columns, shape[1])):
+        if index.size and (index.min() < 0 or index.max() >= size):
+            raise fail(f"a {what} index outside 0..{size - 1}")
+    dense = np.zeros(tuple(int(n) for n in shape), dtype=np.float64)
+    np.add.at(dense, (rows, columns), data)
     return dense
 
 
@@ -176,6 +203,9 @@ def safe_unpickle(path: Path) -> Any:
             return RestrictedUnpickler(file, str(path)).load()
     except ModelFileError:
         raise
+    except MemoryError:
+        raise ModelFileError(f"{path}: refused: the pickle asks for more memory than a FLAME file ever needs; "
+                             "it is corrupt or hostile") from None
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as error:
         raise ModelFileError(f"{path}: not a readable pickle ({type(error).__name__}: {error}); the file may be "
                              "truncated or of another format. Download it again.") from error
@@ -199,6 +229,9 @@ class FlameModelData:
         weights: ``V x J`` skinning weights.
         parents: length-J tuple, parent of each joint (-1 for the root).
         source: where it came from, for error messages.
+        static_embedding: the 51 static landmarks (:func:`validate_embedding`'s dict), if known.
+        dynamic_embedding: the contour table, if known.
+        is_embedded_default: True only for the embedded default head.
     """
 
     v_template: np.ndarray
@@ -209,6 +242,9 @@ class FlameModelData:
     weights: np.ndarray
     parents: tuple[int, ...]
     source: str = "<memory>"
+    static_embedding: dict | None = None  # lmk_face_idx 51, lmk_b_coords 51 x 3
+    dynamic_embedding: dict | None = None  # lmk_face_idx 79 x 17, lmk_b_coords 79 x 17 x 3
+    is_embedded_default: bool = False  # the head built by ringnet_lib.default_head, not a FLAME file
 
     @property
     def n_vertices(self) -> int:
@@ -261,11 +297,20 @@ def flame_model_from_dict(raw: dict, source: str = "<memory>") -> FlameModelData
         if array.ndim != len(shape) or any(e is not None and e != a for e, a in zip(shape, array.shape)):
             wanted = ", ".join("K" if e is None else str(e) for e in shape)
             fail(key, f"must have shape ({wanted}), got {array.shape}")
-        if not np.issubdtype(array.dtype, np.number):
-            fail(key, f"must be numeric, got {array.dtype}")
+        if array.dtype.kind not in "fiu":
+            fail(key, f"must hold real numbers, got {array.dtype}")
+    if v_template.dtype.kind not in "fiu":
+        fail("v_template", f"must hold real numbers, got {v_template.dtype}")
+    if len(faces) == 0:
+        fail("f", "has no faces; a FLAME mesh has triangles")
     for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights"):
         if not np.all(np.isfinite(arrays[key])):
             fail(key, "contains NaN or Inf")
+    row_sums = arrays["weights"].sum(axis=1)
+    if np.abs(row_sums - 1.0).max() > 1e-3:
+        worst = int(np.abs(row_sums - 1.0).argmax())
+        fail("weights", f"rows must sum to 1 (each vertex's skinning weights); vertex {worst} sums to "
+                        f"{row_sums[worst]:.4g}")
     return FlameModelData(
         v_template=arrays["v_template"].astype(np.float64), faces=faces.astype(np.int64),
         shapedirs=arrays["shapedirs"].astype(np.float64), posedirs=arrays["posedirs"].astype(np.float64),
@@ -291,6 +336,26 @@ def load_flame_model(path: str | Path) -> FlameModelData:
     return flame_model_from_dict(raw, str(path))
 
 
+def load_flame_folder(path: str | Path) -> FlameModelData:
+    """A FLAME download folder (or one model file): the model and the landmark files beside it.
+
+    ``flame_static_embedding.pkl`` and ``flame_dynamic_embedding.npy`` are read when present
+    (their absence is not an error here: :class:`ringnet_lib.decoder.Decoder` says what is
+    missing when it needs them).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file or folder. Pass the folder that holds the FLAME files, a model "
+                             "file, or None for the embedded default head.")
+    model = load_flame_model(path)
+    folder = path if path.is_dir() else path.parent
+    n_faces = len(model.faces)
+    static_path, dynamic_path = folder / STATIC_EMBEDDING_NAME, folder / DYNAMIC_EMBEDDING_NAME
+    return dataclasses.replace(
+        model, static_embedding=load_static_embedding(static_path, n_faces) if static_path.is_file() else None,
+        dynamic_embedding=load_dynamic_embedding(dynamic_path, n_faces) if dynamic_path.is_file() else None)
+
+
 def save_flame_model(model: FlameModelData, path: str | Path) -> Path:
     """Write ``model`` as ``.pkl`` (FLAME layout, sparse J_regressor, no chumpy) or ``.npz``."""
     path = Path(path)
@@ -299,7 +364,7 @@ def save_flame_model(model: FlameModelData, path: str | Path) -> Path:
     if path.suffix == ".npz":
         np.savez(path, **data)
     else:
-        import scipy.sparse
+        import scipy.sparse  # lazy: 0.25 s to import; only writing a .pkl needs it
         data["J_regressor"] = scipy.sparse.csc_matrix(data["J_regressor"])
         with open(path, "wb") as file:
             pickle.dump(data, file, protocol=2)
@@ -342,7 +407,54 @@ def validate_embedding(raw: Any, source: str, n_faces: int | None = None,
 
 def load_static_embedding(path: str | Path, n_faces: int | None = None) -> dict[str, np.ndarray]:
     """Load ``flame_static_embedding.pkl`` (51 landmarks), safely."""
-    return validate_embedding(safe_unpickle(Path(path)), str(path), n_faces, leading_shape=(51,))
+    return validate_embedding(safe_unpickle(Path(path)), str(path), n_faces, leading_shape=(N_STATIC,))
+
+
+def _read_npy_object(path: Path) -> Any:
+    """The object pickled inside a .npy file, through :class:`RestrictedUnpickler` (never ``allow_pickle``)."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    try:
+        with open(path, "rb") as file:
+            version = npy_format.read_magic(file)
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, _, dtype = read_header(file)
+            if not dtype.hasobject:
+                raise ModelFileError(f"{path}: holds a plain {dtype} array of shape {shape}; "
+                                     "a dynamic embedding is a pickled dict (np.save of a dict)")
+            payload = RestrictedUnpickler(file, str(path)).load()
+    except ModelFileError:
+        raise
+    except Exception as error:  # a truncated or foreign file: say which file
+        raise ModelFileError(f"{path}: not a readable .npy dynamic embedding ({type(error).__name__}: {error})") \
+            from error
+    return payload[()] if isinstance(payload, np.ndarray) and payload.shape == () else payload
+
+
+def load_dynamic_embedding(path: str | Path, n_faces: int | None = None) -> dict[str, np.ndarray]:
+    """Read ``flame_dynamic_embedding.npy`` (the contour table), safely.
+
+    Args:
+        path: the .npy file (a pickled dict, as FLAME ships it and smplx reads it).
+        n_faces: if given, face indices must be below it.
+    Returns:
+        dict ``lmk_face_idx`` ``79 x 17`` int64, ``lmk_b_coords`` ``79 x 17 x 3`` float64.
+    Raises:
+        ModelFileError naming the file and the field for wrong shapes or indices.
+    """
+    path = Path(path)
+    return validate_embedding(_read_npy_object(path), str(path), n_faces, leading_shape=(N_YAW_BINS, N_CONTOUR))
+
+
+def save_dynamic_embedding(embedding: dict, path: str | Path) -> Path:
+    """Write a contour table in FLAME's format: ``np.save`` of a dict (smplx reads it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"lmk_face_idx": np.asarray(embedding["lmk_face_idx"], dtype=np.int64),
+            "lmk_b_coords": np.asarray(embedding["lmk_b_coords"], dtype=np.float64)}
+    with open(path, "wb") as file:  # a file object: np.save would append ".npy" to other names
+        np.save(file, np.array(data, dtype=object), allow_pickle=True)
+    return path
 
 
 def save_static_embedding(embedding: dict[str, np.ndarray], path: str | Path) -> Path:
@@ -354,25 +466,16 @@ def save_static_embedding(embedding: dict[str, np.ndarray], path: str | Path) ->
 
 
 # --------------------------------------------------------------------------
-# Folders and the embedded default
+# Folders
 
 
-def write_flame_folder(model: FlameModelData, static_embedding: dict | None, folder: str | Path,
-                       model_name: str = "FLAME_NEUTRAL.pkl") -> Path:
-    """Write a folder laid out as FLAME's download, which smplx.FLAME(model_path=folder) reads."""
+def write_flame_folder(model: FlameModelData, folder: str | Path, model_name: str = "FLAME_NEUTRAL.pkl") -> Path:
+    """Write a folder laid out as FLAME's download (model, and the landmark files ``model`` carries),
+    which ``smplx.FLAME(model_path=folder)`` and :func:`load_flame_folder` read."""
     folder = Path(folder)
     save_flame_model(model, folder / model_name)
-    if static_embedding is not None:
-        save_static_embedding(static_embedding, folder / STATIC_EMBEDDING_NAME)
+    if model.static_embedding is not None:
+        save_static_embedding(model.static_embedding, folder / STATIC_EMBEDDING_NAME)
+    if model.dynamic_embedding is not None:
+        save_dynamic_embedding(model.dynamic_embedding, folder / DYNAMIC_EMBEDDING_NAME)
     return folder
-
-
-def default_flame_model() -> tuple[FlameModelData, dict]:
-    """The embedded default head (see docs/default_head_model_card.md) and its 51 static landmarks.
-
-    It goes through the same validation as a real FLAME file.
-    """
-    from .default_head import build_default_head
-    raw, embedding = build_default_head()
-    model = flame_model_from_dict(raw, source="embedded default head")
-    return model, validate_embedding(embedding, "embedded default head", len(model.faces), leading_shape=(51,))

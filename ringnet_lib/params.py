@@ -32,10 +32,35 @@ POSE = slice(CAMERA.stop, CAMERA.stop + N_POSE)
 SHAPE = slice(POSE.stop, POSE.stop + N_SHAPE)
 EXPRESSION = slice(SHAPE.stop, SHAPE.stop + N_EXPRESSION)
 
+# Inside RingNet's 6 pose values: the global (head) rotation, then the jaw's.
+POSE_GLOBAL = slice(0, 3)
+POSE_JAW = slice(3, 6)
+
 # FLAME's 5 joints, in the order of its kinematic tree and of the 15-d pose.
 JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
+GLOBAL, NECK, JAW, LEFT_EYE, RIGHT_EYE = range(len(JOINT_NAMES))
 N_JOINTS = len(JOINT_NAMES)
 N_FULL_POSE = 3 * N_JOINTS  # 15
+
+# FLAME's blend-shape columns: 300 shape components, then its expression components.
+FLAME_SHAPE_SPACE = 300
+
+# The 68 iBUG landmarks, zero-based in code (iBUG numbers them 1..68 in prose): 0..16 the jaw
+# contour (17 points chosen per head yaw), 17..67 FLAME's 51 static points (brows, nose, eyes, mouth).
+N_LANDMARKS = 68
+N_CONTOUR = 17
+N_STATIC = N_LANDMARKS - N_CONTOUR  # 51
+CONTOUR_IN_68 = slice(0, N_CONTOUR)
+STATIC_IN_68 = slice(N_CONTOUR, N_LANDMARKS)
+# The contour table (flame_dynamic_embedding.npy) has one row per integer yaw: rows 0..39 hold
+# yaw 0..+39 degrees, rows 40..78 hold -1..-39 (ringnet_lib.landmarks reads it).
+MAX_YAW_DEG = 39
+N_YAW_BINS = 2 * MAX_YAW_DEG + 1  # 79
+
+
+def joint_pose(joint: int) -> slice:
+    """The 3 axis-angle values of ``joint`` (:data:`GLOBAL` ... :data:`RIGHT_EYE`) in the 15-d pose."""
+    return slice(3 * joint, 3 * joint + 3)
 
 
 class RingNetParams(NamedTuple):
@@ -75,5 +100,7 @@ def full_pose_from_ringnet_pose(pose6: torch.Tensor) -> torch.Tensor:
     """
     if pose6.shape[-1] != N_POSE:
         raise ValueError(f"expected B x {N_POSE} pose, got {tuple(pose6.shape)}")
-    zeros = pose6.new_zeros(pose6.shape[:-1] + (3,))
-    return torch.cat([pose6[..., :3], zeros, pose6[..., 3:], zeros, zeros], dim=-1)
+    pose15 = pose6.new_zeros(pose6.shape[:-1] + (N_FULL_POSE,))
+    pose15[..., joint_pose(GLOBAL)] = pose6[..., POSE_GLOBAL]
+    pose15[..., joint_pose(JAW)] = pose6[..., POSE_JAW]
+    return pose15

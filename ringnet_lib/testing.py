@@ -10,15 +10,17 @@ its arrays, without chumpy installed.
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 
-from .landmarks import N_CONTOUR, N_YAW_BINS, save_dynamic_embedding
-from .model_io import DYNAMIC_EMBEDDING_NAME, FlameModelData, flame_model_from_dict, write_flame_folder
+from .model_io import FlameModelData, flame_model_from_dict, write_flame_folder
+from .params import N_CONTOUR, N_EXPRESSION, N_FULL_POSE, N_SHAPE, N_STATIC, N_YAW_BINS
 
 FLAME_KINTREE = np.array([[np.iinfo(np.uint32).max, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64)
 
@@ -42,31 +44,34 @@ def random_flame_dict(n_vertices: int = 500, seed: int = 0, n_columns: int = 400
 
 def random_static_embedding(n_faces: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed + 1)
-    return {"lmk_face_idx": rng.choice(n_faces, size=51, replace=False).astype(np.int64),
-            "lmk_b_coords": rng.dirichlet(np.ones(3), size=51)}
+    return {"lmk_face_idx": rng.choice(n_faces, size=N_STATIC, replace=False).astype(np.int64),
+            "lmk_b_coords": rng.dirichlet(np.ones(3), size=N_STATIC)}
 
 
 def random_dynamic_embedding(n_faces: int, seed: int = 0) -> dict:
     """A random but valid contour table: 79 yaw bins x 17 faces + barycentric coordinates.
 
-    The layout :func:`ringnet_lib.landmarks.load_dynamic_embedding` reads, so that
-    :class:`~ringnet_lib.training.step.LandmarkHead` gives 68 landmarks on random models.
+    The layout :func:`ringnet_lib.model_io.load_dynamic_embedding` reads, so that
+    :class:`~ringnet_lib.decoder.Decoder` gives 68 landmarks on random models.
     """
     rng = np.random.default_rng(seed + 2)
     return {"lmk_face_idx": rng.integers(n_faces, size=(N_YAW_BINS, N_CONTOUR), dtype=np.int64),
             "lmk_b_coords": rng.dirichlet(np.ones(3), size=(N_YAW_BINS, N_CONTOUR))}
 
 
-def random_flame_model(n_vertices: int = 500, seed: int = 0) -> FlameModelData:
-    return flame_model_from_dict(random_flame_dict(n_vertices, seed), source=f"random model (seed {seed})")
+def random_flame_model(n_vertices: int = 500, seed: int = 0, landmarks: bool = True) -> FlameModelData:
+    """A random model; with ``landmarks``, it carries a random static embedding and contour table."""
+    model = flame_model_from_dict(random_flame_dict(n_vertices, seed), source=f"random model (seed {seed})")
+    if not landmarks:
+        return model
+    n_faces = len(model.faces)
+    return dataclasses.replace(model, static_embedding=random_static_embedding(n_faces, seed),
+                               dynamic_embedding=random_dynamic_embedding(n_faces, seed))
 
 
 def write_random_flame_folder(folder: str | Path, n_vertices: int = 500, seed: int = 0) -> Path:
     """A random model as a FLAME download folder: model, static embedding and contour table."""
-    model = random_flame_model(n_vertices, seed)
-    folder = write_flame_folder(model, random_static_embedding(len(model.faces), seed), folder)
-    save_dynamic_embedding(random_dynamic_embedding(len(model.faces), seed), folder / DYNAMIC_EMBEDDING_NAME)
-    return folder
+    return write_flame_folder(random_flame_model(n_vertices, seed), folder)
 
 
 def write_chumpy_style_pickle(raw: dict, path: str | Path, protocol: int = 2) -> Path:
@@ -78,8 +83,6 @@ def write_chumpy_style_pickle(raw: dict, path: str | Path, protocol: int = 2) ->
     keys ``bs_style``/``bs_type`` are added. A stand-in ``chumpy`` module is
     registered only while writing, so chumpy need not be installed.
     """
-    import scipy.sparse
-
     chumpy = types.ModuleType("chumpy")
     chumpy_ch = types.ModuleType("chumpy.ch")
 
@@ -114,5 +117,5 @@ def write_chumpy_style_pickle(raw: dict, path: str | Path, protocol: int = 2) ->
 def random_parameters(batch: int, seed: int, dtype=np.float32, pose_scale: float = 0.4):
     """Random β (B x 100), ψ (B x 50) and all 15 pose values (B x 15), as numpy arrays."""
     rng = np.random.default_rng(seed)
-    return (rng.normal(size=(batch, 100)).astype(dtype), rng.normal(size=(batch, 50)).astype(dtype),
-            (pose_scale * rng.normal(size=(batch, 15))).astype(dtype))
+    return (rng.normal(size=(batch, N_SHAPE)).astype(dtype), rng.normal(size=(batch, N_EXPRESSION)).astype(dtype),
+            (pose_scale * rng.normal(size=(batch, N_FULL_POSE))).astype(dtype))

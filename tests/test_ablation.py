@@ -27,6 +27,7 @@ def test_runs_differ_only_in_the_ablated_fields(mode, tmp_path):
         assert different <= ablated, (name, different)
         assert config.max_steps == reference["max_steps"] > 0  # equal steps
     assert len({c.out_dir for c in configs.values()}) == len(configs)
+    assert all(c.overwrite for c in configs.values())  # running an ablation again replaces its runs
 
 
 def test_papermill_command_names_the_changed_fields(tmp_path):
@@ -67,16 +68,17 @@ def test_ci_command_writes_table_and_plot(tmp_path, capsys):
 
 
 def test_heldout_set_is_apart_from_training(tmp_path):
-    from ringnet_lib.flame import FLAME
-    from ringnet_lib.training.data import make_dataset
+    from ringnet_lib.decoder import Decoder
+    from ringnet_lib.training.data import make_rings
 
-    flame = FLAME()
+    decoder = Decoder()
     mode = ablation.MODES["ci"]
     config = ablation.run_config("ring R=4", "ci", tmp_path)
-    images, betas = ablation.heldout_set(flame, mode, config)
+    images, betas = ablation.heldout_set(decoder, mode, config)
     assert images.shape == (mode.heldout_identities * mode.heldout_images, 3, 32, 32)
     assert betas.shape == (len(images), 100)
-    training = make_dataset(config, flame)
+    training = make_rings(config)
+    assert training.n_images == config.n_identities * config.images_per_identity
     # No held-out identity is one of the training identities.
-    distances = (betas[:, None] - training.shapes[None]).norm(dim=-1)
+    distances = (betas[:, None] - training.pool["true_shape"][None]).norm(dim=-1)
     assert float(distances.min()) > 1.0

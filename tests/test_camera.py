@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ringnet_lib.camera import (camera_looking_at, normalized_to_pixels, pixels_to_normalized,
-                                project_weak_perspective)
+from ringnet_lib.camera import (camera_looking_at, fit_weak_perspective, normalized_to_pixels,
+                                pixels_to_normalized, project_weak_perspective)
 
 
 def test_round_trip_pixels_normalized():
@@ -85,3 +85,48 @@ def test_camera_looking_at_fills_the_crop():
     projected = project_weak_perspective(points, camera)
     assert torch.allclose(projected.amax(dim=1) - projected.amin(dim=1), torch.tensor([[1.6, 1.6]]))
     assert torch.allclose(projected.mean(dim=1), torch.zeros(1, 2), atol=1e-6)
+
+
+def test_camera_looking_at_with_a_given_scale():
+    points = torch.tensor([[[-0.1, -0.2, 0.0], [0.3, 0.2, 1.0]], [[0.0, 0.0, 0.0], [0.1, 0.4, 0.0]]])
+    camera = camera_looking_at(points, scale=torch.tensor([3.0, 5.0]))
+    assert torch.allclose(camera[:, 0], torch.tensor([3.0, 5.0]))
+    projected = project_weak_perspective(points, camera)
+    assert torch.allclose((projected.amax(dim=1) + projected.amin(dim=1)) / 2, torch.zeros(2, 2), atol=1e-6)
+    assert torch.allclose(projected[0, 1] - projected[0, 0], torch.tensor([1.2, 1.2]))  # 3 x the extent
+    assert torch.allclose(camera_looking_at(points, scale=2.0)[:, 0], torch.tensor([2.0, 2.0]))
+
+
+def test_fit_weak_perspective_recovers_the_camera():
+    generator = torch.Generator().manual_seed(0)
+    points = torch.randn(3, 20, 3, generator=generator, dtype=torch.float64) * 0.1
+    camera = torch.tensor([[7.0, 0.01, -0.02], [2.5, -0.3, 0.2], [11.0, 0.0, 0.05]], dtype=torch.float64)
+    target = project_weak_perspective(points, camera)
+    torch.testing.assert_close(fit_weak_perspective(points, target), camera, rtol=0, atol=1e-10)
+    # Weights: points with weight 0 (an undetected landmark) do not pull the fit.
+    spoiled = target.clone()
+    spoiled[:, :5] += 0.5
+    weights = torch.ones(3, 20, dtype=torch.float64)
+    weights[:, :5] = 0.0
+    torch.testing.assert_close(fit_weak_perspective(points, spoiled, weights), camera, rtol=0, atol=1e-10)
+    assert (fit_weak_perspective(points, spoiled) - camera).abs().max() > 1e-3
+
+
+def test_fit_weak_perspective_is_the_least_squares_optimum():
+    """With noise the fit is the minimum of the weighted squared error: no small change lowers it."""
+    generator = torch.Generator().manual_seed(1)
+    points = torch.randn(1, 30, 3, generator=generator, dtype=torch.float64) * 0.1
+    target = project_weak_perspective(points, torch.tensor([[6.0, 0.02, 0.0]], dtype=torch.float64))
+    target = target + 0.01 * torch.randn(target.shape, generator=generator, dtype=torch.float64)
+    weights = torch.rand(1, 30, generator=generator, dtype=torch.float64)
+    fitted = fit_weak_perspective(points, target, weights)
+
+    def cost(camera):
+        return (weights * ((project_weak_perspective(points, camera) - target) ** 2).sum(-1)).sum()
+
+    best = cost(fitted)
+    for k in range(3):
+        for step in (1e-4, -1e-4):
+            moved = fitted.clone()
+            moved[0, k] += step
+            assert cost(moved) > best

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ringnet_lib.data.samples import ASTRONAUT_PHOTO
 from ringnet_lib.training import checkpoint as ckpt
 
 
@@ -30,7 +31,8 @@ def hostile_checkpoint(folder: Path) -> tuple[Path, Path]:
 
 
 def test_our_checkpoints_hold_no_pickled_code_and_round_trip(tmp_path):
-    state = {"model": {"w": torch.ones(2)}, "config": {"lr": 1e-4}, "rng": [ckpt.rng_state()], "step": 3}
+    state = {"format_version": ckpt.FORMAT_VERSION, "model": {"w": torch.ones(2)}, "config": {"lr": 1e-4},
+             "rng": [ckpt.rng_state()], "step": 3}
     path = ckpt.save_checkpoint(tmp_path / "c.pt", state)
     loaded = ckpt.load_checkpoint(path)
     assert loaded["step"] == 3 and torch.equal(loaded["model"]["w"], torch.ones(2))
@@ -44,11 +46,24 @@ def test_our_checkpoints_hold_no_pickled_code_and_round_trip(tmp_path):
     assert not (tmp_path / "c.pt.tmp").exists()
 
 
-def test_a_checkpoint_of_the_previous_version_with_a_numpy_rng_array_still_loads(tmp_path):
-    state = {"model": {}, "config": {}, "rng": [{"numpy": np.random.get_state()}]}
+def test_a_checkpoint_with_a_numpy_rng_array_still_loads(tmp_path):
+    """Files written before the RNG state became plain values hold it as a numpy array: the few numpy globals that
+    needs are allowed, nothing else."""
+    state = {"format_version": ckpt.FORMAT_VERSION, "model": {}, "config": {},
+             "rng": [{"numpy": np.random.get_state()}]}
     torch.save(state, tmp_path / "old.pt")
     loaded = ckpt.load_checkpoint(tmp_path / "old.pt")
     assert np.array_equal(loaded["rng"][0]["numpy"][1], np.random.get_state()[1])
+
+
+def test_a_checkpoint_of_the_previous_format_is_a_one_line_error(tmp_path):
+    """Format 1 (no format_version; data "memory", old loss names) is read safely, then refused clearly."""
+    state = {"model": {}, "config": {"data": "memory"}, "rng": [{"numpy": np.random.get_state()}]}
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(ckpt.CheckpointError, match=f"{tmp_path / 'old.pt'}: written by another version.*format 1")\
+            as info:
+        ckpt.load_checkpoint(tmp_path / "old.pt")
+    assert "\n" not in str(info.value) and "retrain" in str(info.value)
 
 
 def test_a_hostile_checkpoint_is_refused_before_it_runs(tmp_path):
@@ -87,8 +102,8 @@ def test_the_demo_refuses_it(tmp_path, capsys):
     from ringnet_lib.demo import main
 
     path, marker = hostile_checkpoint(tmp_path)
-    photo = Path(__file__).resolve().parents[1] / "data_samples" / "astronaut" / "images" / "astronaut" / "astronaut.png"
-    code = main([str(photo), "--checkpoint", str(path), "--out", str(tmp_path / "out")])
+    code = main([str(ASTRONAUT_PHOTO), "--method", "regress", "--checkpoint", str(path), "--out",
+                 str(tmp_path / "out")])
     assert code == 2 and not marker.exists()
     assert f"{path}: refused to load" in capsys.readouterr().err
 
@@ -105,7 +120,7 @@ def test_the_evaluation_refuses_it(tmp_path, capsys):
 def test_the_ablation_refuses_it(tmp_path, capsys, monkeypatch):
     """The ablation reads back the checkpoint each run wrote; swap the run for one that leaves a hostile file."""
     from ringnet_lib import ablation
-    from ringnet_lib.train import TrainResult
+    from ringnet_lib.training import TrainResult
 
     path, marker = hostile_checkpoint(tmp_path)
     monkeypatch.setattr(ablation, "train", lambda config, **_: TrainResult(checkpoint=path), raising=False)

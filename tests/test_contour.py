@@ -6,8 +6,12 @@ import pytest
 import torch
 
 from ringnet_lib import contour
-from ringnet_lib.default_head import build_default_head
-from ringnet_lib.landmarks import MAX_YAW_DEG, N_YAW_BINS, bin_of_yaw, load_dynamic_embedding, yaw_of_bin
+from ringnet_lib.default_head import contour_table, default_model
+from ringnet_lib.default_head.build import build_default_head
+from ringnet_lib.landmarks import bin_of_yaw, yaw_of_bin
+from ringnet_lib.mesh import distance_to_segments
+from ringnet_lib.model_io import load_dynamic_embedding
+from ringnet_lib.params import MAX_YAW_DEG, N_YAW_BINS
 
 # The builder puts points on the smooth rim (zero of the interpolated vertex normals); the
 # test measures against the polygonal outline (edges between front- and back-facing
@@ -26,16 +30,24 @@ def head():
 @pytest.fixture(scope="module")
 def table_points(head):
     vertices, faces, _, _ = head
-    table = contour.default_dynamic_embedding()
+    table = contour_table.shipped_table()
     return np.einsum("ylk,ylkc->ylc", table["lmk_b_coords"], vertices[faces[table["lmk_face_idx"]]])
 
 
 def test_shipped_table_is_reproduced(head):
-    table = load_dynamic_embedding(contour.ASSET, n_faces=len(head[1]))
-    rebuilt = contour.build_default_dynamic_embedding()
+    table = load_dynamic_embedding(contour_table.TABLE_ASSET, n_faces=len(head[1]))
+    rebuilt = contour_table.build_table()
     assert np.array_equal(rebuilt["lmk_face_idx"], table["lmk_face_idx"])
     assert np.allclose(rebuilt["lmk_b_coords"], table["lmk_b_coords"], atol=1e-12)
     assert np.allclose(table["lmk_b_coords"].sum(-1), 1) and (table["lmk_b_coords"] >= -1e-12).all()
+
+
+def test_default_model_carries_the_shipped_table():
+    """FLAME() / Decoder() read the table the embedded head carries: it is the shipped file."""
+    table = load_dynamic_embedding(contour_table.TABLE_ASSET)
+    carried = default_model().dynamic_embedding
+    assert np.array_equal(carried["lmk_face_idx"], table["lmk_face_idx"])
+    assert np.array_equal(carried["lmk_b_coords"], table["lmk_b_coords"])
 
 
 @pytest.mark.parametrize("yaw", range(-MAX_YAW_DEG, MAX_YAW_DEG + 1))
@@ -51,7 +63,7 @@ def test_contour_on_silhouette_on_the_side_turning_away(head, table_points, yaw)
     row = int(bin_of_yaw(torch.tensor([float(yaw)]))[0])
     points = table_points[row] @ rotation.T
     away = slice(0, 9) if yaw >= 0 else slice(8, 17)  # positive yaw turns the subject's right half away
-    distance = contour.distance_to_segments(points[away, :2], segments)
+    distance = distance_to_segments(points[away, :2], segments)
     assert distance.max() < SILHOUETTE_TOLERANCE_M, (yaw, distance)
 
 

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from ringnet_lib import default_head as dh
-from ringnet_lib.default_head import build_default_head, DEFAULT_HEAD_VERSION
+from ringnet_lib.default_head import build as dh
+from ringnet_lib.default_head import cache
+from ringnet_lib.default_head import DEFAULT_HEAD_VERSION, default_model
+from ringnet_lib.default_head.build import build_default_head
+from ringnet_lib.default_head.contour_table import shipped_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,7 +106,7 @@ def test_deterministic_in_process_and_across_processes(head):
     m2, e2 = build_default_head()
     for k in ("v_template", "f", "shapedirs", "weights"):
         np.testing.assert_array_equal(m[k], m2[k])
-    code = ("import hashlib,numpy as np;from ringnet_lib.default_head import build_default_head as b;"
+    code = ("import hashlib,numpy as np;from ringnet_lib.default_head.build import build_default_head as b;"
             "m,e=b();h=hashlib.sha1();[h.update(np.ascontiguousarray(m[k]).tobytes()) for k in "
             "('v_template','f','shapedirs','weights')];h.update(m['J_regressor'].toarray().tobytes());"
             "h.update(e['lmk_b_coords'].tobytes());print(h.hexdigest())")
@@ -125,12 +128,49 @@ def test_cached_arrays_cannot_be_corrupted(head):
 
 
 def test_shipped_asset_matches_rebuild(tmp_path):
-    path = str(tmp_path / "mesh.npz")
-    dh.save_asset(path)
-    with np.load(path) as new, np.load(dh.ASSET) as old:
+    path = tmp_path / "mesh.npz"
+    dh.save_mesh_asset(path)
+    with np.load(path) as new, np.load(dh.MESH_ASSET) as old:
         assert set(new.files) == set(old.files)
         for k in old.files:
             np.testing.assert_allclose(new[k], old[k], atol=1e-12, err_msg=k)
+
+
+def test_cache_rebuild_equals_cached_arrays(tmp_path, monkeypatch):
+    """A cache miss builds the head from its sources and writes it; the next process reads it back.
+
+    The rebuild equals the arrays every process uses (read from the user's cache, or built) to 1e-6.
+    """
+    used = cache.default_arrays()
+    monkeypatch.setenv("RINGNET_CACHE", str(tmp_path))
+    assert cache.cache_dir() == tmp_path
+    built = cache.default_arrays.__wrapped__()  # the lru_cache would return `used`
+    path = tmp_path / f"default_head-{cache.fingerprint()}.npz"
+    assert path.is_file()
+    read_back = cache.default_arrays.__wrapped__()
+    assert set(built) == set(read_back) == set(used)
+    for key in used:
+        np.testing.assert_array_equal(read_back[key], built[key], err_msg=key)
+        np.testing.assert_allclose(built[key], used[key], rtol=0, atol=1e-6, err_msg=key)
+        assert not built[key].flags.writeable and not read_back[key].flags.writeable
+
+
+def test_default_model_is_the_built_head_with_both_tables(head):
+    m, e = head
+    model = default_model()
+    assert model.is_embedded_default and model.source == cache.SOURCE
+    np.testing.assert_allclose(model.v_template, m["v_template"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(model.faces, m["f"].astype(np.int64))
+    np.testing.assert_allclose(model.shapedirs, m["shapedirs"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.joint_regressor, m["J_regressor"].toarray(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.weights, m["weights"], rtol=0, atol=1e-6)
+    assert model.parents == (-1, 0, 1, 1, 1)
+    np.testing.assert_array_equal(model.static_embedding["lmk_face_idx"], e["lmk_face_idx"])
+    np.testing.assert_allclose(model.static_embedding["lmk_b_coords"], e["lmk_b_coords"], rtol=0, atol=1e-12)
+    table = shipped_table()
+    np.testing.assert_array_equal(model.dynamic_embedding["lmk_face_idx"], table["lmk_face_idx"])
+    np.testing.assert_array_equal(model.dynamic_embedding["lmk_b_coords"], table["lmk_b_coords"])
+    assert model.dynamic_embedding["lmk_face_idx"].shape == (79, 17)
 
 
 def test_closed_consistently_oriented_components(head, part):

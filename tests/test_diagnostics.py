@@ -5,24 +5,29 @@ import numpy as np
 import pytest
 import torch
 
+from ringnet_lib.data.synthetic import SyntheticRingSet
+from ringnet_lib.decoder import Decoder
 from ringnet_lib.encoder import RingNetEncoder
 from ringnet_lib.evaluation.diagnostics import (diagnose_encoder, diagnostics_figure, landmark_error_budget,
                                                 parameter_errors)
-from ringnet_lib.flame import FLAME
 from ringnet_lib.losses import landmark_loss
 from ringnet_lib.params import CAMERA, EXPRESSION, N_PARAMS, POSE, SHAPE
-from ringnet_lib.training.step import LandmarkHead, decode_landmarks
-from ringnet_lib.training.synthetic import InMemoryRingSet
 
 
 @pytest.fixture(scope="module")
-def flame():
-    return FLAME()
+def decoder():
+    return Decoder()
 
 
 @pytest.fixture(scope="module")
-def data(flame):
-    return InMemoryRingSet(n_identities=4, images_per_identity=3, ring_size=2, image_size=32, seed=7, flame=flame)
+def data():
+    return SyntheticRingSet(n_identities=4, images_per_identity=3, ring_size=2, image_size=32, seed=7)
+
+
+@pytest.fixture(scope="module")
+def rendered(data, decoder):
+    """Every pool image rendered, with its true parameters (what InMemoryRingSet held up front)."""
+    return data.render_images(torch.arange(data.n_images), decoder)
 
 
 def test_parameter_errors_match_numpy():
@@ -52,15 +57,15 @@ def test_parameter_errors_of_perfect_and_constant_predictions():
         parameter_errors(truth[:3], truth)
 
 
-def test_in_memory_truth_reproduces_the_target_landmarks(flame, data):
-    head = LandmarkHead(flame)
-    projected = decode_landmarks(flame, head, data.image_params)
-    assert torch.allclose(projected, data.landmarks[:, head.target_index], atol=1e-5)
+def test_rendered_truth_reproduces_the_target_landmarks(decoder, rendered):
+    with torch.no_grad():
+        projected = decoder(rendered["true_params"]).landmarks2d
+    assert torch.allclose(projected, rendered["landmarks"][:, decoder.target_index], atol=1e-5)
 
 
-def test_budget_swaps_exactly_the_named_groups(flame, data):
-    head, truth = LandmarkHead(flame), data.image_params
-    perfect = landmark_error_budget(flame, head, truth, truth, data.landmarks, data.confidence)
+def test_budget_swaps_exactly_the_named_groups(decoder, rendered):
+    truth, landmarks, confidence = rendered["true_params"], rendered["landmarks"], rendered["confidence"]
+    perfect = landmark_error_budget(decoder, truth, truth, landmarks, confidence)
     assert perfect.pop("mean shape, rest true") > 0.01  # the mean shape is not the truth
     assert max(perfect.values()) < 1e-5
 
@@ -68,7 +73,7 @@ def test_budget_swaps_exactly_the_named_groups(flame, data):
     # swapping anything else changes nothing.
     mean_shape = truth.clone()
     mean_shape[:, SHAPE] = 0
-    budget = landmark_error_budget(flame, head, mean_shape, truth, data.landmarks, data.confidence)
+    budget = landmark_error_budget(decoder, mean_shape, truth, landmarks, confidence)
     assert budget["prediction"] > 0.01
     assert budget["shape from the truth"] < 1e-5
     for name in ("camera from the truth", "pose from the truth", "expression from the truth",
@@ -79,28 +84,30 @@ def test_budget_swaps_exactly_the_named_groups(flame, data):
     wrong = truth.clone()
     wrong[:, CAMERA.start] *= 1.1
     wrong[:, EXPRESSION] += 0.5
-    budget = landmark_error_budget(flame, head, wrong, truth, data.landmarks, data.confidence)
+    budget = landmark_error_budget(decoder, wrong, truth, landmarks, confidence)
     assert budget["only shape predicted"] < 1e-5
     assert 0 < budget["camera from the truth"] < budget["prediction"]
     assert 0 < budget["expression from the truth"] < budget["prediction"]
     assert budget["pose from the truth"] == pytest.approx(budget["prediction"], rel=1e-5)
 
 
-def test_diagnose_encoder_scores_what_the_encoder_predicts(flame, data):
+def test_diagnose_encoder_scores_what_the_encoder_predicts(decoder, data, rendered):
     torch.manual_seed(0)
     encoder = RingNetEncoder(trunk="resnet18", dropout=0.5)
-    errors, budget = diagnose_encoder(encoder, data, flame, n_images=5, batch=2)
+    errors, budget = diagnose_encoder(encoder, data, decoder, n_images=5, batch=2)
     assert not encoder.training  # evaluated as at test time
     with torch.no_grad():
-        predicted = encoder(data.images[:5]).params
-    head = LandmarkHead(flame)
-    expected = landmark_loss(decode_landmarks(flame, head, predicted), data.landmarks[:5, head.target_index])
+        predicted = encoder(rendered["images"][:5]).params
+        expected = landmark_loss(decoder(predicted).landmarks2d, rendered["landmarks"][:5, decoder.target_index])
     assert budget["prediction"] == pytest.approx(float(expected), rel=1e-5)
-    reference = parameter_errors(predicted, data.image_params[:5])
+    reference = parameter_errors(predicted, rendered["true_params"][:5])
     assert errors.keys() == reference.keys()
     for name, row in errors.items():  # batches of 2 vs one batch of 5: float rounding only
         assert row == pytest.approx(reference[name], rel=1e-5)
     figure = diagnostics_figure(errors, budget, image_size=32)
     assert len(figure.axes) == 2 and len(figure.axes[1].patches) == len(budget)
-    with pytest.raises(TypeError, match="InMemoryRingSet"):
-        diagnose_encoder(encoder, object(), flame)
+    with pytest.raises(TypeError, match="does not know the true parameters"):
+        diagnose_encoder(encoder, object(), decoder)
+    fresh = SyntheticRingSet(n_identities=None, images_per_identity=3, ring_size=2, image_size=32, n_rings=4)
+    with pytest.raises(TypeError, match="does not know the true parameters"):  # no pool: no per-image truth
+        diagnose_encoder(encoder, fresh, decoder)

@@ -10,20 +10,27 @@ import pytest
 import torch
 import trimesh
 
+from ringnet_lib.decoder import Decoder
 from ringnet_lib.evaluation import (NOW_IBUG68, NOW_STATIC_INDEX, Similarity, align_by_landmarks,
                                     closest_points_on_mesh, closest_points_on_triangles, crop_points, crop_sphere,
                                     cumulative_error_curve, evaluate_shapes, heldout_betas, make_scan,
                                     neutral_meshes, now_errors, now_landmarks_from_ibug68, now_prediction_paths,
-                                    refine_alignment, results_table, summarize_errors, umeyama,
-                                    write_now_prediction, write_results_csv)
+                                    refine_alignment, results_rows, results_table, summarize_errors, umeyama,
+                                    write_now_prediction)
+from ringnet_lib.evaluation.report import write_report
 from ringnet_lib.flame import FLAME
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def flame():
-    return FLAME(dtype=torch.float64)
+def decoder():
+    return Decoder(FLAME(dtype=torch.float64))
+
+
+@pytest.fixture(scope="module")
+def flame(decoder):
+    return decoder.flame
 
 
 def random_rotation(generator) -> torch.Tensor:
@@ -152,8 +159,8 @@ def test_landmark_alignment_recovers_a_known_transform(flame):
     assert abs(float(fit.scale) / 1000.0 - 1) < 1e-12
 
 
-def test_icp_reduces_the_error_from_a_perturbed_start(flame):
-    vertices, landmarks = neutral_meshes(flame, heldout_betas(1).double())
+def test_icp_reduces_the_error_from_a_perturbed_start(decoder, flame):
+    vertices, landmarks = neutral_meshes(decoder, heldout_betas(1).double())
     scan = make_scan(vertices[0], flame.faces, landmarks[0], n_points=500, seed=0)
     generator = torch.Generator().manual_seed(3)
     small_rotation = torch.linalg.matrix_exp(torch.tensor([[0, -0.04, 0.02], [0.04, 0, -0.03], [-0.02, 0.03, 0]],
@@ -204,8 +211,8 @@ def test_statistics_and_cumulative_curve():
 
 
 # ------------------------------------------------------------------ bad input
-def test_bad_input_gives_clear_errors(flame):
-    vertices, landmarks = neutral_meshes(flame, torch.zeros(1, 100, dtype=torch.float64))
+def test_bad_input_gives_clear_errors(decoder, flame):
+    vertices, landmarks = neutral_meshes(decoder, torch.zeros(1, 100, dtype=torch.float64))
     broken = vertices[0].clone()
     broken[5] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -215,18 +222,18 @@ def test_bad_input_gives_clear_errors(flame):
     with pytest.raises(ValueError, match="holds none"):
         crop_points(vertices[0] + 10.0, landmarks[0])
     with pytest.raises(ValueError, match="same N x n_shape"):
-        evaluate_shapes(torch.zeros(2, 100), torch.zeros(3, 100), flame)
+        evaluate_shapes(torch.zeros(2, 100), torch.zeros(3, 100), decoder)
 
 
 # ------------------------------------------------------------------ benchmark and export
-def test_benchmark_discriminates_and_tabulates(flame, tmp_path):
+def test_benchmark_discriminates_and_tabulates(decoder, tmp_path):
     truth = heldout_betas(2).double()
     perturbed = truth + 0.2 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0),
                                           dtype=torch.float64)
     kwargs = dict(n_points=400, icp_iterations=4)
-    exact = evaluate_shapes(truth, truth, flame, **kwargs)
-    mean_shape = evaluate_shapes(torch.zeros_like(truth), truth, flame, **kwargs)
-    close = evaluate_shapes(perturbed, truth, flame, **kwargs)
+    exact = evaluate_shapes(truth, truth, decoder, **kwargs)
+    mean_shape = evaluate_shapes(torch.zeros_like(truth), truth, decoder, **kwargs)
+    close = evaluate_shapes(perturbed, truth, decoder, **kwargs)
     assert exact["pooled"]["mean_mm"] < 1e-6
     assert close["pooled"]["mean_mm"] < mean_shape["pooled"]["mean_mm"]
     assert close["pooled"]["median_mm"] < mean_shape["pooled"]["median_mm"]
@@ -234,12 +241,16 @@ def test_benchmark_discriminates_and_tabulates(flame, tmp_path):
     results = {"mean shape": mean_shape, "perturbed truth": close}
     table = results_table(results)
     assert table.count("\n") == 3 and "| mean shape |" in table
-    rows = write_results_csv(results, tmp_path / "now.csv").read_text().strip().splitlines()
+    # The CSV is results_rows written by the report writer (write_results_csv's replacement).
+    import matplotlib.pyplot as plt
+    data = {name: result["pooled"] for name, result in results.items()}
+    paths = write_report(tmp_path, "now", table, results_rows(results), data, plt.figure())
+    rows = paths["csv"].read_text().strip().splitlines()
     assert rows[0].startswith("method,identity,median_mm") and len(rows) == 1 + 2 * 3
 
 
-def test_export_writes_nows_layout(flame, tmp_path):
-    vertices, landmarks = neutral_meshes(flame, torch.zeros(1, 100, dtype=torch.float64))
+def test_export_writes_nows_layout(decoder, flame, tmp_path):
+    vertices, landmarks = neutral_meshes(decoder, torch.zeros(1, 100, dtype=torch.float64))
     line = "FaMoS_180424_03335_TA/multiview_neutral/IMG_0041.jpg"
     obj_path, npy_path = write_now_prediction(tmp_path, line, vertices[0], flame.faces, landmarks[0])
     assert obj_path == tmp_path / "FaMoS_180424_03335_TA" / "multiview_neutral" / "IMG_0041.obj"
@@ -253,8 +264,9 @@ def test_export_writes_nows_layout(flame, tmp_path):
 
 
 def test_documented_arguments_exist_in_the_evaluation_package():
+    from ringnet_lib import alignment, face_region  # moved out of evaluation.geometry / evaluation.now
     from ringnet_lib.evaluation import benchmark, export, geometry, now
-    for module in (benchmark, export, geometry, now):
+    for module in (benchmark, export, geometry, now, alignment, face_region):
         for _, function in inspect.getmembers(module, inspect.isfunction):
             doc = inspect.getdoc(function) or ""
             if function.__module__ != module.__name__ or "Args:" not in doc:

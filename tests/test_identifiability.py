@@ -7,25 +7,29 @@ import pytest
 import torch
 
 from ringnet_lib.camera import project_weak_perspective
+from ringnet_lib.decoder import Decoder
 from ringnet_lib.evaluation import identifiability as ident
 from ringnet_lib.flame import FLAME
-from ringnet_lib.training.step import LandmarkHead
+from ringnet_lib.landmarks import head_rotation, yaw_degrees
 
 
 @pytest.fixture(scope="module")
-def flame():
-    return FLAME(dtype=torch.float64)
+def decoder():
+    return Decoder(FLAME(dtype=torch.float64))
 
 
-def test_shape_columns_of_the_jacobian_match_finite_differences(flame):
-    jacobian, prior = ident.linear_landmark_model(flame, yaws_deg=[20.0])
-    head = LandmarkHead(flame).double()
+def test_shape_columns_of_the_jacobian_match_finite_differences(decoder):
+    flame = decoder.flame
+    jacobian, prior = ident.linear_landmark_model(decoder, yaws_deg=[20.0])
+    # The linearisation's view: yaw +20 in landmarks.py's sign (head_rotation), read back as +20.
     pose15 = torch.zeros(1, 15, dtype=torch.float64)
-    pose15[0, 1] = math.radians(20.0)
+    pose15[0, :3] = torch.tensor(head_rotation([20.0])[0])
+    assert yaw_degrees(pose15).item() == pytest.approx(20.0, abs=1e-9)
+    assert pose15[0, 1].item() == pytest.approx(-math.radians(20.0), abs=1e-12)
     camera = torch.tensor([[7.5, 0.0, 0.0]], dtype=torch.float64)
 
     def landmarks(shape):
-        return project_weak_perspective(head(flame(shape=shape, pose=pose15), pose15), camera).reshape(-1)
+        return project_weak_perspective(decoder.landmarks(flame(shape=shape, pose=pose15)), camera).reshape(-1)
 
     step = 1e-4
     for k in (0, 5, 40):
@@ -36,11 +40,12 @@ def test_shape_columns_of_the_jacobian_match_finite_differences(flame):
     assert prior.shape == (jacobian.shape[1],) and bool((prior[:flame.n_shape] == 1).all())
 
 
-def test_the_posterior_error_is_what_sampling_the_model_gives(flame):
+def test_the_posterior_error_is_what_sampling_the_model_gives(decoder):
     """Draw identities, nuisances and noise from the model; the posterior mean's error must match."""
     options = dict(yaws_deg=[0.0], expression_std=0.3)
-    info = ident.landmark_shape_information(flame, landmark_sigma_px=2.0, image_size=64, **options)
-    jacobian, prior_variance = ident.linear_landmark_model(flame, **options)
+    flame = decoder.flame
+    info = ident.landmark_shape_information(decoder, landmark_sigma_px=2.0, image_size=64, **options)
+    jacobian, prior_variance = ident.linear_landmark_model(decoder, **options)
     sigma = 2.0 * 2.0 / 64
     generator = torch.Generator().manual_seed(0)
     n = 4000
@@ -49,7 +54,7 @@ def test_the_posterior_error_is_what_sampling_the_model_gives(flame):
                                                            dtype=torch.float64)
     precision = torch.diag(1 / prior_variance) + jacobian.T @ jacobian / sigma ** 2
     estimate = torch.linalg.solve(precision, (observed @ jacobian / sigma ** 2).T).T  # posterior means
-    directions = ident.face_shape_directions(flame)
+    directions = ident.face_shape_directions(decoder)
     n_points = directions.shape[0] // 3
     shape = slice(0, flame.n_shape)
     sampled = math.sqrt(float((((estimate[:, shape] - unknowns[:, shape]) @ directions.T) ** 2).sum())
@@ -59,11 +64,11 @@ def test_the_posterior_error_is_what_sampling_the_model_gives(flame):
     assert mean_shape == pytest.approx(info["prior_mm"], rel=0.03)
 
 
-def test_more_views_and_sharper_landmarks_tell_more(flame):
-    blind = ident.landmark_shape_information(flame, [0.0], landmark_sigma_px=1e4)
-    one = ident.landmark_shape_information(flame, [0.0], landmark_sigma_px=1.0)
-    sharp = ident.landmark_shape_information(flame, [0.0], landmark_sigma_px=0.1)
-    ring = ident.landmark_shape_information(flame, [-30.0, -15.0, 0.0, 15.0, 30.0], landmark_sigma_px=1.0)
+def test_more_views_and_sharper_landmarks_tell_more(decoder):
+    blind = ident.landmark_shape_information(decoder, [0.0], landmark_sigma_px=1e4)
+    one = ident.landmark_shape_information(decoder, [0.0], landmark_sigma_px=1.0)
+    sharp = ident.landmark_shape_information(decoder, [0.0], landmark_sigma_px=0.1)
+    ring = ident.landmark_shape_information(decoder, [-30.0, -15.0, 0.0, 15.0, 30.0], landmark_sigma_px=1.0)
     assert blind["ratio"] > 0.999
     assert ring["ratio"] < sharp["ratio"] < one["ratio"] < 1.0
     # Even noise-free landmarks of one image leave much of the face unknown.

@@ -38,7 +38,8 @@ def test_rodrigues_gradient_at_zero_is_finite_and_exact():
     point = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
     rotated = lbs.batch_rodrigues(rotation_vector)[0] @ point
     # d(R p)/dr at r = 0 is -[p]_x (the cross-product matrix of p).
-    jacobian = torch.stack([torch.autograd.grad(rotated[i], rotation_vector, retain_graph=True)[0][0] for i in range(3)])
+    jacobian = torch.stack([torch.autograd.grad(rotated[i], rotation_vector, retain_graph=True)[0][0]
+                            for i in range(3)])
     expected = -torch.tensor([[0, -0.5, -0.2], [0.5, 0, -0.3], [0.2, 0.3, 0]], dtype=torch.float64)
     torch.testing.assert_close(jacobian, expected)
 
@@ -113,3 +114,18 @@ def test_wrong_parameter_sizes_raise(flame64):
         flame64(shape=torch.zeros(2, 10, dtype=torch.float64))
     with pytest.raises(ValueError, match="pose must be B x 15"):
         flame64(shape=torch.zeros(2, 100, dtype=torch.float64), pose=torch.zeros(2, 6, dtype=torch.float64))
+
+
+def test_skinning_returns_the_local_joint_rotations(flame64):
+    """linear_blend_skinning gives (vertices, joints, rotations): each joint's own Rodrigues matrix."""
+    shape, expression, pose = (torch.tensor(a) for a in testing.random_parameters(3, seed=8, dtype=np.float64))
+    coefficients = torch.cat([shape, expression], dim=1)
+    vertices, joints, rotations = lbs.linear_blend_skinning(
+        coefficients, pose, flame64.v_template, flame64.directions, flame64.joint_template,
+        flame64.joint_directions, flame64.parents, flame64.weights)
+    expected = torch.tensor(Rotation.from_rotvec(pose.reshape(-1, 3).numpy()).as_matrix()).reshape(3, 5, 3, 3)
+    torch.testing.assert_close(rotations, expected, rtol=0, atol=1e-12)
+    out = flame64(shape=shape, expression=expression, pose=pose)
+    torch.testing.assert_close(out.vertices, vertices, rtol=0, atol=0)
+    torch.testing.assert_close(out.joints, joints, rtol=0, atol=0)
+    torch.testing.assert_close(out.rotations, rotations, rtol=0, atol=0)

@@ -102,8 +102,8 @@ def test_landmark_loss_rejects_mismatched_shapes():
 def test_regularisers_and_total():
     beta = torch.tensor([[1.0, 2.0], [0.0, 2.0]])  # squared norms 5 and 4 -> mean 4.5
     assert losses.squared_norm(beta).item() == pytest.approx(4.5)
-    terms = {"consistency": torch.tensor(2.0), "landmarks": torch.tensor(0.5), "shape": torch.tensor(100.0),
-             "expression": torch.tensor(10.0)}
+    terms = {"consistency": torch.tensor(2.0), "landmarks": torch.tensor(0.5), "shape_norm": torch.tensor(100.0),
+             "expression_norm": torch.tensor(10.0)}
     # paper's λ: 1 * 2 + 60 * 0.5 + 1e-4 * 100 + 1e-4 * 10
     assert losses.total_loss(terms).item() == pytest.approx(2 + 30 + 0.01 + 0.001)
     assert losses.LossWeights() == losses.LossWeights(1.0, 60.0, 1e-4, 1e-4)
@@ -120,17 +120,46 @@ def test_mean_and_swap_consistency_helpers():
     assert losses.default_ring_identity(2, 3).tolist() == [[0, 0, 1], [0, 0, 1]]
 
 
-def test_true_shape_loss_is_the_mean_squared_error_and_only_counts_when_weighted():
+def test_true_shape_mse_is_the_mean_squared_error_and_only_counts_when_weighted():
     predicted = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
     truth = torch.tensor([[0.0, 2.0], [2.0, 1.0]])
     # squared errors 1, 0, 4, 4 -> mean 2.25
-    assert losses.true_shape_loss(predicted, truth).item() == pytest.approx(2.25)
+    assert losses.true_shape_mse(predicted, truth).item() == pytest.approx(2.25)
     with pytest.raises(ValueError, match="true β"):
-        losses.true_shape_loss(predicted, truth[:, :1])
-    terms = {"consistency": torch.tensor(2.0), "landmarks": torch.tensor(0.5), "shape": torch.tensor(100.0),
-             "expression": torch.tensor(10.0)}
-    paper = losses.total_loss(terms).item()  # no true_shape key needed at weight 0
-    terms["true_shape"] = torch.tensor(3.0)
+        losses.true_shape_mse(predicted, truth[:, :1])
+    terms = {"consistency": torch.tensor(2.0), "landmarks": torch.tensor(0.5), "shape_norm": torch.tensor(100.0),
+             "expression_norm": torch.tensor(10.0)}
+    paper = losses.total_loss(terms).item()  # no true_shape_mse key needed at weight 0
+    terms["true_shape_mse"] = torch.tensor(3.0)
     assert losses.total_loss(terms).item() == pytest.approx(paper)
-    weighted = losses.LossWeights(true_shape=0.5)
+    weighted = losses.LossWeights(true_shape_mse=0.5)
     assert losses.total_loss(terms, weighted).item() == pytest.approx(paper + 1.5)
+
+
+@pytest.mark.parametrize("consistency", ["ring", "swap", "mean", "none"])
+def test_ring_net_terms_are_the_named_losses_and_the_keys_of_the_weights(consistency):
+    generator = torch.Generator().manual_seed(4)
+    shape, expression = torch.randn(3, 4, 5, generator=generator), torch.randn(3, 4, 2, generator=generator)
+    landmarks2d, target = torch.randn(3, 4, 6, 2, generator=generator), torch.randn(3, 4, 6, 2, generator=generator)
+    confidence = torch.rand(3, 4, 6, generator=generator)
+    swapped2d = torch.randn(3, 4, 6, 2, generator=generator)
+    true_shape = torch.randn(3, 4, 5, generator=generator)
+    terms = losses.ring_net_terms(shape, expression, landmarks2d, target, confidence, consistency, 0.3,
+                                  swapped2d if consistency == "swap" else None)
+    assert set(terms) == {"consistency", "landmarks", "shape_norm", "expression_norm"}
+    expected_consistency = {"ring": losses.ring_loss(shape, 0.3),
+                            "swap": losses.landmark_loss(swapped2d, target, confidence)}.get(consistency,
+                                                                                             torch.tensor(0.0))
+    torch.testing.assert_close(terms["consistency"], expected_consistency, rtol=0, atol=0)
+    torch.testing.assert_close(terms["landmarks"], losses.landmark_loss(landmarks2d, target, confidence),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(terms["shape_norm"], losses.squared_norm(shape), rtol=0, atol=0)
+    torch.testing.assert_close(terms["expression_norm"], losses.squared_norm(expression), rtol=0, atol=0)
+    # Every key is a weight's name: the total is Σ weight · term.
+    weights = losses.LossWeights(2.0, 3.0, 5.0, 7.0, 11.0)
+    with_truth = losses.ring_net_terms(shape, expression, landmarks2d, target, confidence, consistency, 0.3,
+                                       swapped2d if consistency == "swap" else None, true_shape)
+    torch.testing.assert_close(with_truth["true_shape_mse"], losses.true_shape_mse(shape, true_shape), rtol=0, atol=0)
+    expected_total = (2 * terms["consistency"] + 3 * terms["landmarks"] + 5 * terms["shape_norm"]
+                      + 7 * terms["expression_norm"] + 11 * with_truth["true_shape_mse"])
+    torch.testing.assert_close(losses.total_loss(with_truth, weights), expected_total)

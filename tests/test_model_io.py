@@ -1,6 +1,7 @@
 """Loading, validating and saving FLAME-format files; bad input gives errors that say what to do."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from ringnet_lib import model_io, testing
+from ringnet_lib.default_head import default_model
 from ringnet_lib.flame import FLAME
 from ringnet_lib.model_io import ModelFileError
 
@@ -134,3 +136,58 @@ def test_folder_loads_embedding_and_model(random_model_folders):
     np.testing.assert_array_equal(flame.landmark_face_idx.numpy(), random_model_folders["embedding"]["lmk_face_idx"])
     out = flame(shape=torch.zeros(2, 100))
     assert out.static_landmarks.shape == (2, 51, 3)
+
+
+def test_folder_round_trip_carries_both_landmark_tables(tmp_path):
+    model = testing.random_flame_model(300, seed=4)
+    folder = model_io.write_flame_folder(model, tmp_path / "flame")
+    assert sorted(path.name for path in folder.iterdir()) == sorted(
+        ["FLAME_NEUTRAL.pkl", model_io.STATIC_EMBEDDING_NAME, model_io.DYNAMIC_EMBEDDING_NAME])
+    for source in (folder, folder / "FLAME_NEUTRAL.pkl"):  # the folder, or its model file
+        loaded = model_io.load_flame_folder(source)
+        assert_same_model(loaded, model)
+        assert not loaded.is_embedded_default
+        for name in ("static_embedding", "dynamic_embedding"):
+            for key in ("lmk_face_idx", "lmk_b_coords"):
+                np.testing.assert_array_equal(getattr(loaded, name)[key], getattr(model, name)[key],
+                                              err_msg=f"{name} {key}")
+    flame = FLAME(folder)
+    np.testing.assert_array_equal(flame.contour_face_idx.numpy(), model.dynamic_embedding["lmk_face_idx"])
+    np.testing.assert_allclose(flame.contour_bary_coords.numpy(), model.dynamic_embedding["lmk_b_coords"],
+                               rtol=1e-6)
+    assert flame.contour_face_idx.shape == (79, 17) and flame.contour_bary_coords.shape == (79, 17, 3)
+    assert not flame.is_embedded_default
+
+
+def test_folder_without_landmark_files(tmp_path):
+    model = dataclasses.replace(testing.random_flame_model(300, seed=5), static_embedding=None,
+                                dynamic_embedding=None)
+    folder = model_io.write_flame_folder(model, tmp_path / "bare", model_name="generic_model.pkl")
+    assert [path.name for path in folder.iterdir()] == ["generic_model.pkl"]
+    loaded = model_io.load_flame_folder(folder)
+    assert loaded.static_embedding is None and loaded.dynamic_embedding is None
+    flame = FLAME(folder)
+    assert flame.landmark_face_idx is None and flame.contour_face_idx is None
+    assert flame(shape=torch.zeros(1, 100)).static_landmarks is None
+
+
+def test_folder_with_a_foreign_contour_table(tmp_path):
+    model = testing.random_flame_model(300, seed=6)
+    table = testing.random_dynamic_embedding(10 * len(model.faces), seed=6)  # indices beyond this mesh
+    table["lmk_face_idx"][0, 0] = 10 * len(model.faces) - 1
+    folder = model_io.write_flame_folder(dataclasses.replace(model, dynamic_embedding=table), tmp_path / "f")
+    with pytest.raises(ModelFileError, match=r"flame_dynamic_embedding\.npy: 'lmk_face_idx' has indices outside"):
+        model_io.load_flame_folder(folder)
+
+
+def test_default_head_written_and_read_back(default_model_folder):
+    written = model_io.load_flame_folder(default_model_folder)
+    default = default_model()
+    assert default.is_embedded_default and not written.is_embedded_default
+    for field in ("v_template", "shapedirs", "joint_regressor", "weights"):
+        np.testing.assert_allclose(getattr(written, field), getattr(default, field), rtol=0, atol=1e-12,
+                                   err_msg=field)
+    np.testing.assert_array_equal(written.faces, default.faces)
+    for name in ("static_embedding", "dynamic_embedding"):
+        for key in ("lmk_face_idx", "lmk_b_coords"):
+            np.testing.assert_array_equal(getattr(written, name)[key], getattr(default, name)[key])

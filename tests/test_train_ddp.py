@@ -16,10 +16,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from ringnet_lib.train import TrainConfig, train
-from ringnet_lib.training.checkpoint import load_checkpoint
+from ringnet_lib.training import TrainConfig, load_checkpoint, train
 
 from test_train import small_flame_folder
 
@@ -29,7 +27,7 @@ TOLERANCE = 2e-5
 
 
 def config_values(tmp_path, out_dir):
-    return dict(data="memory", flame_model=small_flame_folder(tmp_path), image_size=32, ring_size=3,
+    return dict(data="render", flame_model=small_flame_folder(tmp_path), image_size=32, ring_size=3,
                 batch_size=4,
                 n_identities=8, images_per_identity=3, max_steps=3, eval_rings=0, dropout=0.0, bn_mode="eval",
                 tensorboard=False, progress=False, checkpoint_every=100, out_dir=str(out_dir))

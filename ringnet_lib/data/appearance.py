@@ -9,21 +9,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..mesh import distance_to_segments
+
+
+def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    """Distance of ``V x 3`` points to a polyline of ``L x 3`` corners, in the (x, y) plane -> ``V``."""
+    return distance_to_segments(points[:, :2], np.stack([polyline[:-1, :2], polyline[1:, :2]], axis=1))
+
 # Skin tones from light to dark (hand-picked RGB); a face takes a random blend of two neighbours.
 SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.90, 0.70, 0.56], [0.80, 0.58, 0.45],
                        [0.64, 0.44, 0.31], [0.46, 0.31, 0.21], [0.30, 0.20, 0.14]])
 HAIR_COLOURS = np.array([[0.08, 0.06, 0.05], [0.25, 0.16, 0.09], [0.45, 0.32, 0.18],
                          [0.75, 0.62, 0.40], [0.55, 0.55, 0.55]])
 IRIS_COLOURS = np.array([[0.25, 0.15, 0.08], [0.12, 0.08, 0.05], [0.25, 0.40, 0.55], [0.30, 0.40, 0.25]])
-
-
-def _distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    """Distance of ``V x 3`` points to a polyline of ``L x 3`` corners, in the (x, y) plane -> ``V``."""
-    a, b = polyline[:-1, :2], polyline[1:, :2]  # segments L-1 x 2
-    ab = b - a
-    t = ((points[:, None, :2] - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12)
-    closest = a + np.clip(t, 0, 1)[..., None] * ab  # V x (L-1) x 2
-    return np.linalg.norm(points[:, None, :2] - closest, axis=-1).min(axis=1)
 
 
 def feature_masks(template: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
@@ -39,9 +37,9 @@ def feature_masks(template: np.ndarray, landmarks: np.ndarray) -> dict[str, np.n
     front = template[:, 2] > landmarks[:, 2].mean() - 0.02
     soft = lambda d, r: np.clip(1.5 - d / r, 0, 1)  # 1 inside radius r/2, fading to 0 at 1.5 r
     mouth = np.concatenate([landmarks[48:60], landmarks[48:49]])
-    lips = soft(_distance_to_polyline(template, mouth), 0.006) * front
-    brows = np.maximum(soft(_distance_to_polyline(template, landmarks[17:22]), 0.005),
-                       soft(_distance_to_polyline(template, landmarks[22:27]), 0.005)) * front
+    lips = soft(distance_to_polyline(template, mouth), 0.006) * front
+    brows = np.maximum(soft(distance_to_polyline(template, landmarks[17:22]), 0.005),
+                       soft(distance_to_polyline(template, landmarks[22:27]), 0.005)) * front
     eye_white = np.zeros(len(template))
     iris = np.zeros(len(template))
     for eye in (landmarks[36:42], landmarks[42:48]):

@@ -21,11 +21,16 @@ description            () str          optional, how the data were made
 
 Images are square (the tools crop them so). The Dataset returns landmarks in the
 normalised coordinates of :mod:`ringnet_lib.camera` (+y up, [-1, 1]), so they do not
-depend on the image size.
+depend on the image size, and the ground truth under ``true_*`` names (``true_shape`` is
+the true β of the image, never the prediction).
 """
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
 
@@ -33,17 +38,47 @@ import numpy as np
 import torch
 
 from ..camera import pixels_to_normalized
+from ..params import N_CAMERA, N_EXPRESSION, N_FULL_POSE, N_LANDMARKS, N_SHAPE
 from .augment import flip_sample
+from .images import ImageError, read_image
 
 FORMAT_VERSION = 1
 METADATA_NAME = "metadata.npz"
-N_LANDMARKS = 68
-# Per-image ground truth: key -> size of its last dimension.
-OPTIONAL_PER_IMAGE = {"shape": 100, "expression": 50, "pose": 15, "camera": 3}
+# Per-image ground truth in the metadata: key -> size of its last dimension. Items carry them as true_<key>.
+OPTIONAL_PER_IMAGE = {"shape": N_SHAPE, "expression": N_EXPRESSION, "pose": N_FULL_POSE, "camera": N_CAMERA}
 
 
 class DatasetFormatError(ValueError):
     """The metadata or an image does not follow docs/dataset_format.md."""
+
+
+class DatasetExistsError(DatasetFormatError):
+    """The output folder already holds a dataset (or other files); ``overwrite`` replaces it."""
+
+
+@contextlib.contextmanager
+def new_dataset_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``out`` to write a dataset into, moved to ``out`` when the block succeeds.
+
+    An interrupted or failed write leaves nothing behind (and ``out`` untouched). An ``out`` that
+    exists and is not empty is refused before any work unless ``overwrite``, which replaces it,
+    old images included, only once the new dataset is complete.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        what = "a dataset" if (out / METADATA_NAME).is_file() else "files" if out.is_dir() else "a file"
+        raise DatasetExistsError(f"{out}: already holds {what}; choose another output folder, or pass --overwrite "
+                                 "to replace it (its images are removed)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
 
 
 def write_metadata(root: str | Path, image: Sequence[str], identity: np.ndarray, identity_name: Sequence[str],
@@ -103,19 +138,17 @@ def read_metadata(root: str | Path) -> dict[str, np.ndarray]:
 
 
 def load_image(path: Path, size: int | None = None) -> tuple[torch.Tensor, int]:
-    """Read a square RGB image as ``3 x S x S`` float in [0, 1], resized to ``size`` if given.
+    """Read a square image (any bit depth, :func:`~ringnet_lib.data.images.read_image`) as ``3 x S x S``
+    float in [0, 1], resized to ``size`` if given.
 
     Returns the image and its stored side (in which the metadata's pixel landmarks are given).
 
     Raises :class:`DatasetFormatError` naming the file if it cannot be decoded or is not square.
     """
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as handle:
-            image = torch.from_numpy(np.asarray(handle.convert("RGB")).copy()).permute(2, 0, 1)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise DatasetFormatError(f"{path}: cannot read the image ({error})") from error
+        image = torch.from_numpy(read_image(path).copy()).permute(2, 0, 1)
+    except ImageError as error:
+        raise DatasetFormatError(str(error)) from None
     if image.shape[1] != image.shape[2]:
         raise DatasetFormatError(f"{path}: images must be square crops, got {image.shape[2]} x {image.shape[1]}")
     stored_size = image.shape[-1]
@@ -129,31 +162,25 @@ def load_image(path: Path, size: int | None = None) -> tuple[torch.Tensor, int]:
 class FaceDataset(torch.utils.data.Dataset):
     """Images, 68 landmarks and confidences (and ground truth when present) from a dataset folder.
 
-    ``dataset[i]`` is one image; ``dataset[(i, j, ...)]`` is a ring (what
-    :class:`~ringnet_lib.data.sampler.RingSampler` yields): the same keys with a leading R.
+    ``dataset[i]`` is one image; :meth:`ring` loads several (a ring) with a leading R.
 
     Args:
         root: the dataset folder.
         image_size: resize every image to this side (None: keep the stored size).
-        flip_probability: chance of a horizontal flip per image (landmarks mirrored and
-            re-indexed with :data:`~ringnet_lib.data.augment.IBUG68_FLIP`). Uses torch's
-            global RNG: in DataLoader workers it is seeded from the loader's ``generator``
-            (:func:`~ringnet_lib.data.sampler.ring_loader` seeds it), otherwise by ``torch.manual_seed``.
         missing: ``"skip"`` (default) drops items whose image file is missing and warns with
             their count and names (kept in :attr:`skipped`); ``"raise"`` raises instead.
     Items: dict with ``image`` 3 x S x S float [0, 1], ``landmarks`` 68 x 2 normalised,
-    ``confidence`` 68, ``identity`` long, ``index`` long, ``flipped`` bool, and ``shape``,
-    ``expression``, ``pose``, ``camera`` when the dataset has them (pose and camera are
-    those of the unflipped image).
+    ``confidence`` 68, ``identity`` long, ``index`` long, ``flipped`` bool, and ``true_shape``,
+    ``true_expression``, ``true_pose``, ``true_camera`` when the dataset has them (pose and camera
+    are those of the unflipped image).
     """
 
-    def __init__(self, root: str | Path, image_size: int | None = None, flip_probability: float = 0.0,
-                 missing: str = "skip"):
+    def __init__(self, root: str | Path, image_size: int | None = None, missing: str = "skip"):
         if missing not in ("skip", "raise"):
             raise ValueError("missing must be 'skip' or 'raise'")
         self.root = Path(root)
         self.meta = read_metadata(self.root)
-        self.image_size, self.flip_probability = image_size, flip_probability
+        self.image_size = image_size
         exists = np.array([(self.root / name).is_file() for name in self.meta["image"]])
         self.skipped = [(str(self.root / name), "missing file") for name in self.meta["image"][~exists]]
         if self.skipped and missing == "raise":
@@ -163,7 +190,7 @@ class FaceDataset(torch.utils.data.Dataset):
             warnings.warn(f"{self.root}: skipped {len(self.skipped)} item(s) whose image is missing: "
                           + ", ".join(path for path, _ in self.skipped[:10]), stacklevel=2)
         self.rows = np.nonzero(exists)[0]  # dataset index -> metadata row
-        self.identity = self.meta["identity"][self.rows]  # per dataset index, for the sampler
+        self.identity = self.meta["identity"][self.rows]  # per dataset index, for the ring builder
         self.ground_truth = [key for key in OPTIONAL_PER_IMAGE if key in self.meta]
 
     def __len__(self) -> int:
@@ -173,29 +200,36 @@ class FaceDataset(torch.utils.data.Dataset):
     def identity_names(self) -> np.ndarray:
         return self.meta["identity_name"]
 
-    def neutral_mesh(self, identity: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(V x 3 vertices, F x 3 faces)`` of an identity's neutral mesh (synthetic data only)."""
-        if "neutral_vertices" not in self.meta:
-            raise KeyError(f"{self.root}: this dataset has no neutral meshes (real photos have no 3D ground truth)")
-        return self.meta["neutral_vertices"][identity], self.meta["faces"]
+    @property
+    def mean_camera(self) -> torch.Tensor | None:
+        """``3``: the average ground-truth camera (a good starting camera for the encoder), when there is one."""
+        if "camera" not in self.meta:
+            return None
+        return torch.as_tensor(self.meta["camera"][self.rows]).float().mean(dim=0)
 
-    def _item(self, index: int) -> dict[str, torch.Tensor]:
+    def item(self, index: int, flip: bool = False) -> dict[str, torch.Tensor]:
+        """Image ``index``, mirrored left-right when ``flip`` (landmarks mirrored and re-indexed with
+        :data:`~ringnet_lib.data.augment.IBUG68_FLIP`)."""
         row = self.rows[index]
         image, stored_size = load_image(self.root / self.meta["image"][row], self.image_size)
         landmarks = pixels_to_normalized(torch.as_tensor(self.meta["landmarks"][row]), stored_size)
         item = {"image": image, "landmarks": landmarks.float(),
                 "confidence": torch.as_tensor(self.meta["confidence"][row]).float(),
                 "identity": torch.tensor(int(self.meta["identity"][row])), "index": torch.tensor(int(index))}
-        item.update({key: torch.as_tensor(self.meta[key][row]).float() for key in self.ground_truth})
-        flip = self.flip_probability > 0 and bool(torch.rand(()) < self.flip_probability)
+        item.update({f"true_{key}": torch.as_tensor(self.meta[key][row]).float() for key in self.ground_truth})
         if flip:
             item["image"], item["landmarks"], item["confidence"] = flip_sample(
                 item["image"], item["landmarks"], item["confidence"])
-        item["flipped"] = torch.tensor(flip)
+        item["flipped"] = torch.tensor(bool(flip))
         return item
 
+    def ring(self, indices, flips=None) -> dict[str, torch.Tensor]:
+        """Several images as one ring item: ``images`` R x 3 x S x S and the other keys with a leading R."""
+        flips = [False] * len(indices) if flips is None else flips
+        items = [self.item(int(i), bool(f)) for i, f in zip(indices, flips)]
+        ring = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        ring["images"] = ring.pop("image")
+        return ring
+
     def __getitem__(self, index) -> dict[str, torch.Tensor]:
-        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
-            return self._item(int(index))
-        items = [self._item(int(i)) for i in index]
-        return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        return self.item(int(index))

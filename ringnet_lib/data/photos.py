@@ -1,4 +1,4 @@
-"""Build a dataset (docs/dataset_format.md) from a folder of photos, one sub-folder per identity.
+"""Faces in photos: detection, crops, and a dataset (docs/dataset_format.md) from a folder of photo folders.
 
     python -m ringnet_lib.data.photos PHOTOS_DIR OUT_DIR --size 224
 
@@ -6,82 +6,165 @@
         alice/ 001.jpg 002.png ...
         bob/   a.jpg ...
 
-Each photo goes through a 68-point landmark detector; the face is cropped loosely
-(a square centred on the landmarks, :data:`CROP_FILL` of it covered by their extent,
-as the synthetic data and RingNet's training crops), resized to ``size`` and saved with
-its landmarks. Detector confidences: dlib gives none, so detected points get 1 and
-points outside the crop 0.
+Detectors, tried in this order by ``detector="auto"``:
 
-The default detector is dlib's 68-point shape predictor, an OPTIONAL extra, imported only
-when used: ``pip install dlib-bin face-recognition-models``. Its model file
-(``shape_predictor_68_face_landmarks.dat``) was trained on the iBUG 300-W images, which are
-licensed for research use only: check that this fits your use. Any callable
-``image H x W x 3 uint8 -> list of 68 x 2 pixel arrays`` (one per face) can be passed instead.
+* **dlib** (the optional ``photos`` extra: ``pip install dlib-bin face-recognition-models``): a face
+  box and 68 iBUG landmarks. Its model file (``shape_predictor_68_face_landmarks.dat``) was
+  trained on the iBUG 300-W images, which are licensed for research use only: check that this
+  fits your use. Datasets and ``--method fit`` need its 68 landmarks.
+* **the LBP cascade** that scikit-image ships (OpenCV's frontal-face cascade,
+  ``skimage.data.lbp_frontal_face_cascade_filename()``): a face box, no landmarks, no extra
+  needed. Enough for the demo's crop.
 
-Photos that cannot be read, or where no face is found, are skipped, counted and named
-in the report; a photo with several faces keeps the largest (also reported).
+Any callable ``image H x W x 3 uint8 -> list of Face`` can be passed instead. Photos larger
+than :data:`DETECTION_SIDE` are downscaled for detection (and the results scaled back), and
+the report says so. The face is cropped loosely (a square centred on the landmarks, whose
+extent covers :data:`CROP_FILL` of it, as the synthetic data and RingNet's training crops; from a
+cascade box, the same square estimated from the box, :data:`BOX_EXTENT`), resized to ``size``.
+
+Photos that cannot be read, or where no face is found, are skipped, counted and named in the
+report; a photo with several faces keeps the largest (also reported).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
-from .dataset import DatasetFormatError, write_metadata
+from ..params import N_LANDMARKS
+from .dataset import METADATA_NAME, DatasetFormatError, new_dataset_folder, write_metadata
+from .images import IMAGE_SUFFIXES, ImageError, read_image
 
-Detector = Callable[[np.ndarray], list]  # H x W x 3 uint8 -> [68 x 2 pixel (x, y) arrays]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 CROP_FILL = 0.55  # landmark extent / crop side: the middle of the synthetic range (0.45, 0.6)
+# The cascade's box spans forehead to mouth, the 68 landmarks brows to chin. On skimage's astronaut the
+# landmarks' extent is 0.94 of the box's side (93 px vs 99 px) and their centre 0.19 box sides lower
+# (y 133 vs 114.5): a crop from the box uses both, so it frames the face as a landmark crop does.
+BOX_EXTENT = 0.94
+BOX_CENTRE_DROP = 0.19
+DETECTION_SIDE = 1024  # photos with a longer side are downscaled to this for detection
+
+
+class NoFaceError(ValueError):
+    """No face was found in a photo; the message names the file and says what to try."""
 
 
 @dataclass
-class BuildReport:
-    written: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    several_faces: list[str] = field(default_factory=list)
-    single_image_identities: list[str] = field(default_factory=list)
+class Face:
+    """One detected face, in pixels of the photo (pixel-corner convention of :mod:`ringnet_lib.camera`)."""
 
-    def summary(self) -> str:
-        lines = [f"wrote {self.written} images; skipped {len(self.skipped)}"]
-        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
-        if self.several_faces:
-            lines.append(f"  {len(self.several_faces)} photo(s) had several faces (kept the largest): "
-                         + ", ".join(self.several_faces))
-        if self.single_image_identities:
-            lines.append(f"  {len(self.single_image_identities)} identit(y/ies) with one image (the ring sampler "
-                         "will skip them): " + ", ".join(self.single_image_identities))
-        return "\n".join(lines)
+    box: tuple[float, float, float, float]  # left, top, width, height
+    landmarks: np.ndarray | None = None  # 68 x 2 (x, y), when the detector gives them
+
+    @property
+    def area(self) -> float:
+        return float(self.box[2] * self.box[3])
+
+    def crop_box(self) -> tuple[float, float, float]:
+        """The loose square crop (left, top, side) around this face."""
+        if self.landmarks is not None:
+            return loose_square(self.landmarks)
+        left, top, width, height = self.box
+        side = BOX_EXTENT * max(width, height) / CROP_FILL
+        return left + width / 2 - side / 2, top + (0.5 + BOX_CENTRE_DROP) * height - side / 2, side
+
+    def scaled(self, factor: float) -> "Face":
+        left, top, width, height = self.box
+        return Face((left * factor, top * factor, width * factor, height * factor),
+                    None if self.landmarks is None else self.landmarks * factor)
+
+
+Detector = Callable[[np.ndarray], list]  # H x W x 3 uint8 -> [Face]
+
+
+def dlib_available() -> bool:
+    """True when the ``photos`` extra (dlib and its 68-point model) is installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("dlib", "face_recognition_models"))
 
 
 def dlib_detector(upsample: int = 1) -> Detector:
-    """dlib's frontal face detector + 68-point predictor (optional extra; see the module docstring)."""
-    import importlib.util
+    """dlib's frontal face detector + 68-point predictor (the optional extra; see the module docstring)."""
+    if not dlib_available():
+        raise ImportError("68 landmarks need the optional photos extra: pip install dlib-bin face-recognition-models "
+                          "(the 68-point model was trained on iBUG 300-W, research use only), or pass your own "
+                          "detector function")
+    import dlib  # lazy: the optional photos extra, imported only when asked for
 
-    try:
-        import dlib
-        # Find the model file without importing face_recognition_models: its __init__ needs
-        # pkg_resources, which recent setuptools no longer ships.
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("face_recognition_models is not installed")
-        model_file = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
-    except ImportError as error:
-        raise ImportError("the photo tool's default detector needs the optional extra: "
-                          "pip install dlib-bin face-recognition-models (the 68-point model was trained on "
-                          "iBUG 300-W, research use only); or pass your own detector function") from error
+    # Find the model file without importing face_recognition_models: its __init__ needs
+    # pkg_resources, which recent setuptools no longer ships.
+    spec = importlib.util.find_spec("face_recognition_models")
+    model_file = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
     face_detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(model_file))
 
-    def detect(image: np.ndarray) -> list[np.ndarray]:
-        faces = face_detector(image, upsample)
-        return [np.array([[p.x, p.y] for p in predictor(image, box).parts()], dtype=np.float64) for box in faces]
+    def detect(image: np.ndarray) -> list[Face]:
+        faces = []
+        for box in face_detector(image, upsample):
+            points = np.array([[p.x, p.y] for p in predictor(image, box).parts()], dtype=np.float64)
+            # dlib's integer pixel indices are pixel centres; camera.py's pixel corners are 0.5 less.
+            faces.append(Face((box.left(), box.top(), box.width(), box.height()), points + 0.5))
+        return faces
 
     return detect
+
+
+def cascade_detector() -> Detector:
+    """scikit-image's LBP frontal-face cascade: face boxes, no landmarks, no extra needed."""
+    from skimage.data import lbp_frontal_face_cascade_filename  # lazy: skimage.data takes 0.5 s to import
+    from skimage.feature import Cascade  # lazy: as above, only when a cascade is built
+
+    cascade = Cascade(lbp_frontal_face_cascade_filename())
+
+    def detect(image: np.ndarray) -> list[Face]:
+        short = min(image.shape[:2])
+        low = max(24, short // 12)
+        found = cascade.detect_multi_scale(img=image, scale_factor=1.2, step_ratio=1, min_size=(low, low),
+                                           max_size=(short, short))
+        return [Face((float(d["c"]), float(d["r"]), float(d["width"]), float(d["height"]))) for d in found]
+
+    return detect
+
+
+def get_detector(detector: str | Detector = "auto", landmarks: bool = False) -> tuple[Detector, str]:
+    """A detector and its name. ``"auto"``: dlib if installed, else the cascade (unless ``landmarks`` are needed)."""
+    if callable(detector):
+        return detector, "your detector"
+    if detector == "dlib" or (detector == "auto" and (landmarks or dlib_available())):
+        return dlib_detector(), "dlib"
+    if detector in ("cascade", "auto"):
+        return cascade_detector(), "the LBP cascade"
+    raise ValueError(f"detector must be 'auto', 'dlib', 'cascade' or a function, got {detector!r}")
+
+
+def detect_largest_face(image: np.ndarray, detect: Detector, source: str = "the photo") -> tuple[Face, str]:
+    """The largest face in ``image`` (downscaled first when large), and a note on what was done.
+
+    Raises :class:`NoFaceError` (naming ``source``) when there is none.
+    """
+    note = []
+    factor = min(1.0, DETECTION_SIDE / max(image.shape[:2]))
+    small = image
+    if factor < 1.0:
+        small = np.asarray(Image.fromarray(image).resize((round(image.shape[1] * factor),
+                                                          round(image.shape[0] * factor)), Image.Resampling.BILINEAR))
+        note.append(f"downscaled {image.shape[1]} x {image.shape[0]} to {small.shape[1]} x {small.shape[0]} for "
+                    "detection")
+    faces = [face for face in detect(small) if face.landmarks is None
+             or (face.landmarks.shape == (N_LANDMARKS, 2) and np.isfinite(face.landmarks).all())]
+    if not faces:
+        raise NoFaceError(f"{source}: no face found; use a photo with a clear, roughly frontal face"
+                          + (" (or install the photos extra for dlib's detector)" if not dlib_available() else ""))
+    if len(faces) > 1:
+        note.append(f"{len(faces)} faces found; kept the largest")
+    face = max(faces, key=lambda f: f.area)
+    return (face if factor == 1.0 else face.scaled(1.0 / factor)), "; ".join(note)
 
 
 def loose_square(landmarks: np.ndarray, fill: float = CROP_FILL) -> tuple[float, float, float]:
@@ -92,82 +175,119 @@ def loose_square(landmarks: np.ndarray, fill: float = CROP_FILL) -> tuple[float,
     return float(centre[0] - side / 2), float(centre[1] - side / 2), side
 
 
-def crop_face(image: np.ndarray, landmarks: np.ndarray, size: int,
-              fill: float = CROP_FILL) -> tuple[np.ndarray, np.ndarray]:
-    """Loose square crop resized to ``size``; parts outside the photo are black.
+def resize_box(image: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
+    """Cut ``box`` = (left, top, side) out of ``H x W x 3`` uint8 and resize to ``size x size x 3``; outside the
+    photo is black (PIL's EXTENT transform, pixel-corner coordinates as in camera.py)."""
+    left, top, side = box
+    extent = (left, top, left + side, top + side)
+    return np.asarray(Image.fromarray(image).transform((size, size), Image.Transform.EXTENT, extent,
+                                                       Image.Resampling.BILINEAR))
 
-    Args:
-        image: ``H x W x 3`` uint8.
-        landmarks: ``68 x 2`` pixel (x, y), pixel-corner convention (camera.py).
-    Returns:
-        ``size x size x 3`` uint8 crop and its ``68 x 2`` landmarks in crop pixels.
+
+def crop_face(image: np.ndarray, face: Face, size: int) -> tuple[np.ndarray, np.ndarray | None, tuple]:
+    """The loose square crop of ``face`` at ``size`` px, its landmarks in crop pixels (if any), and the box."""
+    box = face.crop_box()
+    left, top, side = box
+    landmarks = None if face.landmarks is None else (face.landmarks - [left, top]) * (size / side)
+    return resize_box(image, box, size), landmarks, box
+
+
+# --------------------------------------------------------------------------
+# Photo folders -> dataset
+
+
+@dataclass
+class BuildReport:
+    written: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    several_faces: list[str] = field(default_factory=list)
+    downscaled: list[str] = field(default_factory=list)
+    single_image_identities: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"wrote {self.written} images; skipped {len(self.skipped)}"]
+        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
+        if self.several_faces:
+            lines.append(f"  {len(self.several_faces)} photo(s) had several faces (kept the largest): "
+                         + ", ".join(self.several_faces))
+        if self.downscaled:
+            lines.append(f"  {len(self.downscaled)} large photo(s) were downscaled for detection: "
+                         + ", ".join(self.downscaled))
+        if self.single_image_identities:
+            lines.append(f"  {len(self.single_image_identities)} identit(y/ies) with one image (they can be the "
+                         "other person of a ring, not its subject): " + ", ".join(self.single_image_identities))
+        return "\n".join(lines)
+
+
+def build_from_photos(source: str | Path, out: str | Path, size: int = 224, detector: Detector | str = "auto",
+                      progress: bool = True, overwrite: bool = False) -> BuildReport:
+    """Detect, crop and write every photo of ``source/<identity>/`` into the dataset folder ``out``.
+
+    Written to a temporary folder and moved into place at the end (nothing half written); an
+    ``out`` that is not empty is refused unless ``overwrite``.
     """
-    from PIL import Image
-
-    left, top, side = loose_square(landmarks, fill)
-    # PIL's crop pads with black outside the photo; the box is in pixel-corner coordinates.
-    box = (left, top, left + side, top + side)
-    crop = Image.fromarray(image).transform((size, size), Image.Transform.EXTENT, box, Image.Resampling.BILINEAR)
-    return np.asarray(crop), (landmarks - [left, top]) * (size / side)
-
-
-def build_from_photos(source: str | Path, out: str | Path, size: int = 224, detector: Detector | None = None,
-                      progress: bool = True) -> BuildReport:
-    """Detect, crop and write every photo of ``source/<identity>/`` into the dataset folder ``out``."""
-    from PIL import Image, UnidentifiedImageError
-
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise DatasetFormatError(f"{source}: not a folder (expected one sub-folder of photos per identity)")
+    if size < 16:
+        raise DatasetFormatError(f"--size {size}: crops must be at least 16 pixels")
     folders = sorted(p for p in source.iterdir() if p.is_dir())
     photos = [(f, p) for f in folders for p in sorted(f.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not photos:
-        raise DatasetFormatError(f"{source}: no photos found ({', '.join(sorted(IMAGE_SUFFIXES))}) in "
-                                 f"{len(folders)} sub-folder(s); expected {source}/<identity>/<photo>")
-    detector = detector if detector is not None else dlib_detector()
+        raise DatasetFormatError(f"{source}: no photos found ({', '.join(IMAGE_SUFFIXES)}) in {len(folders)} "
+                                 f"sub-folder(s); expected {source}/<identity>/<photo>")
+    try:
+        detect, _ = get_detector(detector, landmarks=True)
+    except ImportError as error:
+        raise DatasetFormatError(f"a dataset needs 68 landmarks per photo: {error}") from None
     report, rows = BuildReport(), []
-    for folder, path in tqdm(photos, desc="photos", disable=not progress, mininterval=1.0):
-        try:
-            with Image.open(path) as handle:
-                image = np.asarray(handle.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as error:
-            report.skipped.append((str(path), f"cannot read the image ({error})"))
-            continue
-        faces = [np.asarray(f, dtype=np.float64) for f in detector(image)]
-        faces = [f for f in faces if f.shape == (68, 2) and np.isfinite(f).all()]
-        if not faces:
-            report.skipped.append((str(path), "no face with 68 landmarks found"))
-            continue
-        if len(faces) > 1:
-            report.several_faces.append(str(path))
-        largest = max(faces, key=lambda f: np.ptp(f, axis=0).prod())
-        crop, landmarks = crop_face(image, largest, size)
-        name = f"images/{folder.name}/{path.stem}.png"
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(crop).save(out / name)
-        inside = ((landmarks >= 0) & (landmarks <= size)).all(axis=1)
-        rows.append((folder.name, name, landmarks, inside.astype(np.float32)))
-    if not rows:
-        raise DatasetFormatError(f"{source}: no usable photo\n" + report.summary())
-    names = sorted({r[0] for r in rows})
-    counts = {n: sum(r[0] == n for r in rows) for n in names}
-    report.single_image_identities = [n for n in names if counts[n] == 1]
-    report.written = len(rows)
-    description = json.dumps({"generator": "ringnet_lib.data.photos", "source": str(source), "size": size,
-                              "crop_fill": CROP_FILL, "skipped": report.skipped})
-    write_metadata(out, [r[1] for r in rows], np.array([names.index(r[0]) for r in rows]), names,
-                   np.stack([r[2] for r in rows]), np.stack([r[3] for r in rows]), description=description)
+    with new_dataset_folder(out, overwrite) as staging:
+        for folder, path in tqdm(photos, desc="photos", disable=not progress, mininterval=1.0):
+            try:
+                image = read_image(path)
+                face, note = detect_largest_face(image, detect, str(path))
+            except (ImageError, NoFaceError) as error:
+                report.skipped.append((str(path), str(error).split(": ", 1)[-1]))
+                continue
+            if "faces found" in note:
+                report.several_faces.append(str(path))
+            if "downscaled" in note:
+                report.downscaled.append(str(path))
+            crop, landmarks, _ = crop_face(image, face, size)
+            name = f"images/{folder.name}/{path.stem}.png"
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(crop).save(staging / name)
+            inside = ((landmarks >= 0) & (landmarks <= size)).all(axis=1)
+            rows.append((folder.name, name, landmarks, inside.astype(np.float32)))
+        if not rows:
+            raise DatasetFormatError(f"{source}: no usable photo ({report.summary().splitlines()[0]}; see above)")
+        names = sorted({r[0] for r in rows})
+        counts = {n: sum(r[0] == n for r in rows) for n in names}
+        report.single_image_identities = [n for n in names if counts[n] == 1]
+        report.written = len(rows)
+        description = json.dumps({"generator": "ringnet_lib.data.photos", "source": str(source), "size": size,
+                                  "crop_fill": CROP_FILL, "skipped": report.skipped})
+        write_metadata(staging, [r[1] for r in rows], np.array([names.index(r[0]) for r in rows]), names,
+                       np.stack([r[2] for r in rows]), np.stack([r[3] for r in rows]), description=description)
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ringnet_lib.data.photos", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="folder with one sub-folder of photos per identity")
-    parser.add_argument("out", help="dataset folder to write")
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("out", help="dataset folder to write (new or empty)")
+    parser.add_argument("--size", type=int, default=224, help="side of the crops, pixels")
+    parser.add_argument("--overwrite", action="store_true", help="replace the dataset already in OUT")
     args = parser.parse_args(argv)
-    print(build_from_photos(args.source, args.out, args.size).summary())
+    try:
+        report = build_from_photos(args.source, args.out, args.size, overwrite=args.overwrite)
+    except (DatasetFormatError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    print(f"dataset: {Path(args.out) / METADATA_NAME}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,7 @@ The steps, each a function below:
 
 1. :func:`project_to_pixels` - vertices to pixel (u, v) plus a depth that grows towards the camera;
 2. :func:`rasterize` - which triangle covers each pixel centre (z-buffer) and where in it (barycentrics);
-3. :func:`vertex_normals` and :func:`shade` - interpolate colour and normal, Lambert lighting;
+3. :func:`ringnet_lib.mesh.vertex_normals` and :func:`shade` - interpolate colour and normal, Lambert lighting;
 4. :func:`render` - compose them over a background.
 
 Pixel (col i, row j) is covered when its centre (i + 0.5, j + 0.5) lies inside a triangle,
@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 
 from ..camera import normalized_to_pixels, project_weak_perspective
+from ..mesh import vertex_normals
 
 
 class Fragments(NamedTuple):
@@ -131,16 +132,6 @@ def rasterize(screen: torch.Tensor, faces: torch.Tensor, image_size: int, cull_b
     bary[covered] = weights[best]
     return Fragments(face_index.view(batch, size, size), bary.view(batch, size, size, 3),
                      zbuffer.view(batch, size, size))
-
-
-def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals, ``B x V x 3`` (outward for counter-clockwise faces)."""
-    tri = vertices[:, faces]  # B x F x 3 x 3
-    face_normal = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
-    normals = torch.zeros_like(vertices)
-    for corner in range(3):
-        normals.index_add_(1, faces[:, corner], face_normal)
-    return torch.nn.functional.normalize(normals, dim=-1)
 
 
 def interpolate(fragments: Fragments, faces: torch.Tensor, attribute: torch.Tensor) -> torch.Tensor:

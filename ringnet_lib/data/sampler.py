@@ -1,146 +1,108 @@
-"""The ring sampler: groups of R images, R-1 of one identity and 1 of another.
+"""The one data path of training: a batch sampler over ring keys, a collate, a DataLoader.
 
-RingNet's ring loss compares the shapes predicted for the R images of a ring: the R-1
-images of the same person must give closer β than the odd one out (Sanyal et al., CVPR
-2019, R = 6 in the paper).
+    loader = ring_loader(rings, batch_size=4, seed=0, workers=2, start_step=0, total_steps=1000)
+    for batch in loader:        # dict of B x R x ... tensors (collate_rings)
+        ...
 
-Epoch. In every epoch each identity (with at least 2 images) is the "anchor" of
-``ceil(n_i / (R-1))`` rings: its images are shuffled and cut into groups of R-1, so every
-image is a same-identity member at least once per epoch; the last group of an identity is
-filled up by drawing from its other images (no image twice in a ring when n_i >= R-1).
-Each ring gets one image of another identity, drawn uniformly over all images of the
-other identities; it is placed LAST (index R-1) in the ring. Rings are then shuffled.
-
-Small identities. An identity with fewer than R-1 images fills its ring by sampling its
-images with replacement (so some repeat); the sampler warns once with their count. An
-identity with a single image cannot form a pair and is skipped, with a warning that names
-it (:attr:`RingSampler.skipped_identities`). Fewer than 2 usable identities is an error.
-
-Reproducibility and DDP. Rings depend only on (seed, epoch): every rank builds the same
-list, then takes the disjoint shard ``rings[rank::world_size]`` after cutting the list to a
-multiple of world_size (at most world_size - 1 rings of an epoch are left out, as with
-``drop_last``; :attr:`dropped_per_epoch` says how many). Call :meth:`set_epoch` before each
-epoch, as with ``DistributedSampler``.
+Ring datasets (:class:`~ringnet_lib.data.rings.FolderRingSet`,
+:class:`~ringnet_lib.data.synthetic.SyntheticRingSet`) are keyed by ``(epoch, ring)``, and
+:class:`RingBatchSampler` decides which keys make each step's batch from the step number
+alone: the rings of epoch ``e`` are shuffled by a generator seeded with ``(seed, e)``, cut into
+global batches of ``batch_size`` (the incomplete last one is dropped), and process ``rank``
+takes every ``world_size``-th ring of each (DDP). So a run resumed at step k reads exactly the
+batches it would have read, whatever the number of workers, and N processes together read
+what one process would. Workers only load and decode; every random choice is in the keys.
 """
 from __future__ import annotations
-
-import math
-import warnings
-from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 
-class RingSampler(torch.utils.data.Sampler):
-    """Builds rings (R indices) from identities; use it to stream a FaceDataset's rings through a DataLoader.
-
-    It yields tuples of R dataset indices (pass it as a DataLoader's ``sampler``, as
-    :func:`ring_loader` does); ``FaceDataset[ring]`` loads the R images and
-    :func:`collate_rings` makes ``B x R x ...`` batches. The training loop keeps its building
-    (:meth:`epoch_rings`) and leaves ordering, batching and resume to
-    :class:`ringnet_lib.training.data.RingBatchSampler`.
+class RingBatchSampler(torch.utils.data.Sampler):
+    """This process's ring keys for every step from ``start_step`` to ``total_steps``.
 
     Args:
-        identity: per dataset index, its identity (``FaceDataset.identity``).
-        ring_size: R >= 2.
-        seed: base seed; rings depend on (seed, epoch) only.
-        rank, world_size: this process's shard (DDP); defaults to one process.
-        names: optional identity names, for warnings.
+        rings_per_epoch: rings in one epoch of the dataset.
+        batch_size: rings per global batch (divisible by ``world_size``).
+        seed: base seed of the shuffles.
+        rank: this process.
+        world_size: processes.
+        start_step: the first step to yield (a resumed run's step).
+        total_steps: the step to stop before.
     """
 
-    def __init__(self, identity: Sequence[int] | np.ndarray, ring_size: int = 6, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, names: Sequence[str] | None = None):
-        if ring_size < 2:
-            raise ValueError(f"ring_size must be at least 2, got {ring_size}")
+    def __init__(self, rings_per_epoch: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 start_step: int = 0, total_steps: int | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-        identity = np.asarray(identity)
-        self.ring_size, self.seed, self.rank, self.world_size, self.epoch = ring_size, seed, rank, world_size, 0
-        label = (lambda i: str(names[i])) if names is not None else str
-        groups = {int(i): np.nonzero(identity == i)[0] for i in np.unique(identity)}
-        self.skipped_identities = [label(i) for i, members in groups.items() if len(members) < 2]
-        if self.skipped_identities:
-            warnings.warn(f"RingSampler: skipped {len(self.skipped_identities)} identit(y/ies) with a single image "
-                          f"(no pair possible): {', '.join(self.skipped_identities[:10])}", stacklevel=2)
-        self.groups = {i: members for i, members in groups.items() if len(members) >= 2}
-        if len(self.groups) < 2:
-            raise ValueError(f"a ring needs images of at least 2 identities with 2+ images each; got {len(self.groups)}")
-        self.small_identities = [label(i) for i, members in self.groups.items() if len(members) < ring_size - 1]
-        if self.small_identities:
-            warnings.warn(f"RingSampler: {len(self.small_identities)} identit(y/ies) have fewer than R-1 = "
-                          f"{ring_size - 1} images; their rings repeat images (sampling with replacement)",
-                          stacklevel=2)
-        self.rings_per_epoch = sum(math.ceil(len(m) / (ring_size - 1)) for m in self.groups.values())
-        self.dropped_per_epoch = self.rings_per_epoch % world_size
-        # For the negative draw: all usable indices, and each one's identity.
-        self._pool = np.concatenate(list(self.groups.values()))
-        self._pool_identity = identity[self._pool]
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world_size}")
+        if rings_per_epoch < batch_size:
+            raise ValueError(f"the dataset has {rings_per_epoch} rings per epoch, fewer than one batch "
+                             f"({batch_size}); lower batch_size or add data")
+        self.rings_per_epoch, self.batch_size, self.seed = rings_per_epoch, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.start_step = start_step
+        self.total_steps = total_steps if total_steps is not None else self.batches_per_epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.rings_per_epoch // self.batch_size  # the incomplete last batch is dropped
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, batch within the epoch) of ``step`` (0-based)."""
+        return divmod(step, self.batches_per_epoch)
+
+    def keys(self, step: int) -> list[tuple[int, int]]:
+        """This process's ``(epoch, ring)`` keys of step ``step``."""
+        epoch, batch = self.position(step)
+        # (seed, epoch) together: seed + epoch would give seed s in epoch e+1 the order of seed s+1 in epoch e.
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.rings_per_epoch)
+        chosen = order[batch * self.batch_size:(batch + 1) * self.batch_size][self.rank::self.world_size]
+        return [(epoch, int(ring)) for ring in chosen]
+
+    def __iter__(self):
+        for step in range(self.start_step, self.total_steps):
+            yield self.keys(step)
 
     def __len__(self) -> int:
-        return self.rings_per_epoch // self.world_size
-
-    def epoch_rings(self, epoch: int | None = None) -> np.ndarray:
-        """All rings of an epoch (every rank's), ``n_rings x R`` dataset indices."""
-        epoch = self.epoch if epoch is None else epoch
-        rng = np.random.default_rng([self.seed, epoch])
-        same = self.ring_size - 1
-        rings = []
-        for anchor, members in self.groups.items():
-            others = self._pool[self._pool_identity != anchor]
-            order = rng.permutation(members)
-            for start in range(0, len(order), same):
-                group = order[start:start + same]
-                if len(group) < same:
-                    group = np.concatenate([group, self._fill(rng, members, group, same - len(group))])
-                rings.append(np.append(group, others[rng.integers(len(others))]))
-        rings = np.stack(rings)
-        return rings[rng.permutation(len(rings))]
-
-    @staticmethod
-    def _fill(rng: np.random.Generator, members: np.ndarray, group: np.ndarray, count: int) -> np.ndarray:
-        """``count`` more images of the identity: unused ones first, then with replacement."""
-        unused = np.setdiff1d(members, group)
-        if len(unused) >= count:
-            return rng.choice(unused, size=count, replace=False)
-        return rng.choice(members, size=count, replace=True)
-
-    def __iter__(self) -> Iterator[tuple[int, ...]]:
-        rings = self.epoch_rings()
-        rings = rings[:len(rings) - self.dropped_per_epoch][self.rank::self.world_size]
-        return iter([tuple(int(i) for i in ring) for ring in rings])
-
-
-def as_ring_item(ring: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A ring as ``FaceDataset[ring]`` gives it (``image`` R x 3 x H x W) with the ring key ``images``."""
-    return {("images" if key == "image" else key): value for key, value in ring.items()}
+        return max(0, self.total_steps - self.start_step)
 
 
 def collate_rings(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack B rings (dicts of ``R x ...`` tensors) into one ring batch; the one collate of the library.
+    """Stack B ring items (dicts of ``R x ...`` tensors) into one batch; the one collate of the library.
 
-    Items are ``FaceDataset[ring]`` dicts (their ``image`` becomes ``images``) or ring items
-    of the training sets (``images`` already); entries that are not tensors are dropped.
-    Returns a dict: ``images`` B x R x 3 x H x W in [0, 1] (what
-    :func:`ringnet_lib.training.step.ring_step` reads), ``landmarks`` B x R x 68 x 2
-    (normalised, camera.py), ``confidence`` B x R x 68, and what the items have of
-    ``identity`` B x R, ``index`` B x R, ``flipped`` B x R, ``shape`` B x R x 100
-    (``expression``, ``pose``, ``camera``). The odd identity is at ring position R-1.
+    Returns a dict: ``images`` B x R x 3 x H x W in [0, 1] (absent for rings rendered on the
+    device), ``landmarks`` B x R x 68 x 2 (normalised, camera.py), ``confidence`` B x R x 68,
+    ``identity`` B x R, and what the items have of ``true_shape`` B x R x 100 (``true_expression``,
+    ``true_pose``, ``true_camera``, ``index``, ``flipped``). The odd identity is at ring position R-1.
     """
-    items = [as_ring_item(item) for item in items]
     return {key: torch.stack([item[key] for item in items]) for key, value in items[0].items()
             if isinstance(value, torch.Tensor)}
 
 
-def ring_loader(dataset, ring_size: int = 6, rings_per_batch: int = 4, seed: int = 0, rank: int = 0,
-                world_size: int = 1, num_workers: int = 0, **loader_options) -> torch.utils.data.DataLoader:
-    """A DataLoader of ring batches (see :func:`collate_rings`) over a :class:`FaceDataset`."""
-    sampler = RingSampler(dataset.identity, ring_size, seed, rank, world_size, names=dataset.identity_names)
-    generator = torch.Generator().manual_seed(seed + rank)  # seeds the workers' flips
-    return torch.utils.data.DataLoader(dataset, batch_size=rings_per_batch, sampler=sampler,
-                                       collate_fn=collate_rings, num_workers=num_workers,
-                                       generator=generator, persistent_workers=num_workers > 0,
-                                       **loader_options)
+def ring_loader(rings, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, workers: int = 0,
+                start_step: int = 0, total_steps: int | None = None, pin_memory: bool = False,
+                prefetch_factor: int | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader of ring batches over a ring dataset, driven by :class:`RingBatchSampler`.
+
+    Args:
+        rings: a dataset keyed by ``(epoch, ring)`` with ``rings_per_epoch``.
+        batch_size: rings per global batch.
+        seed: the shuffle seed (keep it the run's).
+        rank: this process.
+        world_size: processes.
+        workers: loader processes (0: load in the main process).
+        start_step: the first step (a resumed run's).
+        total_steps: the step to stop before (default: one epoch).
+        pin_memory: page-locked batches, for fast copies to a GPU.
+        prefetch_factor: batches each worker loads ahead (workers > 0 only).
+    """
+    sampler = RingBatchSampler(rings.rings_per_epoch, batch_size, seed, rank, world_size, start_step, total_steps)
+    options = {"prefetch_factor": prefetch_factor} if workers and prefetch_factor else {}
+    # A generator of its own: starting an iterator draws a seed from it, and from torch's global RNG
+    # without one, which would shift the dropout of a resumed run (its RNG state is restored before).
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+    return torch.utils.data.DataLoader(rings, batch_sampler=sampler, collate_fn=collate_rings, num_workers=workers,
+                                       pin_memory=pin_memory, persistent_workers=False, generator=generator, **options)

@@ -1,6 +1,6 @@
-"""Synthetic identity-grouped face images with exact ground truth.
+"""Synthetic identity-grouped face images with exact ground truth, written as a dataset folder.
 
-    python -m ringnet_lib.data.synthesize --identities 8 --per-identity 6 --size 224 --out data_samples/synthetic
+    python -m ringnet_lib.data.synthesize --identities 200 --per-identity 12 --size 224 --out data/synth
 
 For each identity, β is drawn from FLAME's prior (β ~ N(0, I): FLAME's shape
 directions are scaled by their standard deviations), with its own skin tone, texture,
@@ -21,19 +21,21 @@ import dataclasses
 import json
 import sys
 import time
+from dataclasses import field
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
+from PIL import Image
 from tqdm.auto import tqdm
 
-from ..camera import camera_looking_at, normalized_to_pixels, project_weak_perspective
-from ..flame import FLAME
-from ..landmarks import Landmarks68
-from ..params import N_EXPRESSION, N_SHAPE
+from ..camera import camera_looking_at, normalized_to_pixels
+from ..cli import ConfigError, add_arguments
+from ..decoder import Decoder
+from ..landmarks import head_rotation
+from ..params import GLOBAL, JAW, N_EXPRESSION, N_FULL_POSE, N_PARAMS, N_SHAPE, join_params, joint_pose
 from . import appearance, render
-from .dataset import write_metadata
+from .dataset import METADATA_NAME, DatasetExistsError, new_dataset_folder, write_metadata
 
 # Confidence given to a landmark hidden behind the face itself: its position is exact
 # (ground truth), but a detector would be guessing there. Outside the image: 0.
@@ -41,24 +43,48 @@ OCCLUDED_CONFIDENCE = 0.25
 VISIBILITY_TOLERANCE_M = 0.004  # depth slack for "visible", in metres
 
 
+def _option(default, help: str, group: str):
+    return field(default=default, metadata={"help": help, "group": group})
+
+
 @dataclasses.dataclass
 class SynthConfig:
     """What the generator draws; the fields are the CLI flags."""
 
-    identities: int = 8
-    per_identity: int = 6
-    size: int = 224
-    seed: int = 0
-    shape_std: float = 1.0  # β ~ N(0, shape_std² I)
-    expression_std: float = 0.3  # ψ ~ N(0, expression_std² I)
-    yaw_deg: float = 45.0  # uniform in ±yaw
-    pitch_deg: float = 20.0
-    roll_deg: float = 15.0
-    jaw_open_max: float = 0.3  # radians about x
-    fill: tuple[float, float] = (0.45, 0.6)  # landmark extent / crop width
-    centre_jitter: float = 0.08  # normalised units
-    image_format: str = "jpg"  # or png
-    batch: int = 32
+    identities: int = _option(8, "identities (a random β each)", "identities")
+    per_identity: int = _option(6, "images per identity", "identities")
+    seed: int = _option(0, "seed: (seed, identity, image) fixes every picture, whatever the batch", "identities")
+    shape_std: float = _option(1.0, "β ~ N(0, shape_std² I); FLAME's directions are scaled by their standard "
+                                    "deviations, so 1 is FLAME's prior", "identities")
+    expression_std: float = _option(0.3, "ψ ~ N(0, expression_std² I)", "views")
+    yaw_deg: float = _option(45.0, "yaw uniform in ±yaw_deg; positive turns the face to the subject's right "
+                                   "(the sign of ringnet_lib.landmarks)", "views")
+    pitch_deg: float = _option(20.0, "pitch uniform in ±pitch_deg; positive tips the face down", "views")
+    roll_deg: float = _option(15.0, "roll uniform in ±roll_deg; positive tilts the head towards the subject's "
+                                    "right shoulder", "views")
+    jaw_open_max: float = _option(0.3, "jaw opening uniform in [0, jaw_open_max] radians", "views")
+    size: int = _option(224, "side of the square images, pixels", "pictures")
+    fill_min: float = _option(0.45, "the landmarks' extent covers at least this fraction of the crop (a loose "
+                                    "crop, as photo crops are)", "pictures")
+    fill_max: float = _option(0.6, "... and at most this fraction", "pictures")
+    centre_jitter: float = _option(0.08, "shift of the face's centre, in normalised units (the crop spans 2), "
+                                         "uniform in ±centre_jitter", "pictures")
+    image_format: str = _option("jpg", "jpg or png", "pictures")
+    batch: int = _option(32, "images rendered at once", "speed")
+
+    def validate(self) -> None:
+        """One-line errors for values the generator cannot use."""
+        checks = [(self.identities >= 2, "identities", "must be >= 2 (a ring needs two people)"),
+                  (self.per_identity >= 2, "per_identity", "must be >= 2 (a ring needs two views of a person)"),
+                  (self.size >= 16, "size", "must be >= 16 pixels"),
+                  (self.batch >= 1, "batch", "must be >= 1"),
+                  (0 < self.fill_min <= self.fill_max <= 1.5, "fill_min", "must satisfy 0 < fill_min <= fill_max"),
+                  (self.image_format in ("jpg", "png"), "image_format", "must be jpg or png"),
+                  (min(self.shape_std, self.expression_std, self.yaw_deg, self.pitch_deg, self.roll_deg,
+                       self.jaw_open_max, self.centre_jitter) >= 0, "std/range", "must be >= 0")]
+        for ok, name, message in checks:
+            if not ok:
+                raise ConfigError(f"{name}: {message}")
 
 
 @dataclasses.dataclass
@@ -76,25 +102,15 @@ class SynthBatch:
     fragments: render.Fragments
 
 
-def euler_to_axis_angle(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
-    """Head rotation R = R_y(yaw) R_x(pitch) R_z(roll) (radians) as axis-angle ``N x 3``.
-
-    Positive yaw turns the face towards +x (image right), positive pitch tilts it down.
-    """
-    return Rotation.from_euler("YXZ", np.stack([yaw, pitch, roll], axis=1)).as_rotvec()
-
-
 class Synthesizer:
-    """Draws and renders synthetic faces for one FLAME model (the default head unless given)."""
+    """Draws and renders synthetic faces for one model (the embedded default head unless given)."""
 
-    def __init__(self, config: SynthConfig, flame: FLAME | None = None):
+    def __init__(self, config: SynthConfig, decoder: Decoder | None = None):
         self.config = config
-        self.flame = flame if flame is not None else FLAME()
-        self.landmarks68 = Landmarks68(self.flame)  # (B x V x 3, B x 15) -> B x 68 x 3, contour by yaw
+        self.decoder = decoder if decoder is not None else Decoder()
         with torch.no_grad():
-            template = self.flame.v_template[None]
-            lmk = self.landmarks68(template, template.new_zeros(1, 15))[0]
-        self.template = template[0].double().numpy()
+            lmk = self.decoder(torch.zeros(1, N_PARAMS)).landmarks3d[0]  # the mean head, unposed
+        self.template = self.decoder.flame.v_template.double().numpy()
         self.masks = appearance.feature_masks(self.template, lmk.double().numpy())
 
     def identity(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,15 +122,17 @@ class Synthesizer:
     def image_parameters(self, i: int, k: int) -> dict[str, np.ndarray]:
         """Per-image draws for image ``k`` of identity ``i``: ψ, pose 15, light, crop."""
         c, rng = self.config, np.random.default_rng([self.config.seed, i, k + 1])
-        pose = np.zeros(15)
-        yaw, pitch, roll = (np.radians(rng.uniform(-a, a, 1)) for a in (c.yaw_deg, c.pitch_deg, c.roll_deg))
-        pose[:3] = euler_to_axis_angle(yaw, pitch, roll)[0]
-        pose[6] = rng.uniform(0, c.jaw_open_max)
-        pose[7:9] = rng.uniform(-0.04, 0.04, 2)
+        pose = np.zeros(N_FULL_POSE)
+        yaw, pitch, roll = (rng.uniform(-a, a, 1) for a in (c.yaw_deg, c.pitch_deg, c.roll_deg))
+        pose[joint_pose(GLOBAL)] = head_rotation(yaw, pitch, roll)[0]
+        jaw = joint_pose(JAW)
+        pose[jaw.start] = rng.uniform(0, c.jaw_open_max)  # opening: about x
+        pose[jaw.start + 1:jaw.stop] = rng.uniform(-0.04, 0.04, 2)
         direction, ambient, diffuse = appearance.random_lighting(1, rng)
         return {"expression": rng.normal(scale=c.expression_std, size=N_EXPRESSION), "pose": pose,
                 "light": direction[0], "ambient": ambient[0], "diffuse": diffuse[0],
-                "fill": rng.uniform(*c.fill), "shift": rng.uniform(-c.centre_jitter, c.centre_jitter, 2),
+                "fill": rng.uniform(c.fill_min, c.fill_max),
+                "shift": rng.uniform(-c.centre_jitter, c.centre_jitter, 2),
                 "background_seed": rng.integers(2**31)}
 
     @torch.no_grad()
@@ -127,21 +145,22 @@ class Synthesizer:
         shape = stack([ids[i][0] for i, _ in pairs])
         albedo = stack([ids[i][1] for i, _ in pairs])
         expression, pose = stack([d["expression"] for d in draws]), stack([d["pose"] for d in draws])
-        vertices = self.flame(shape=shape, expression=expression, pose=pose).vertices
-        landmarks3d = self.landmarks68(vertices, pose)  # B x 68 x 3
-        camera = camera_looking_at(landmarks3d, fill=1.0)
+        pose6 = torch.cat([pose[:, joint_pose(GLOBAL)], pose[:, joint_pose(JAW)]], dim=1)
+        unframed = self.decoder(join_params(torch.zeros(len(pairs), 3), pose6, shape, expression))
         # Loose crop: the landmarks fill `fill` of the crop; shift the face off centre a little.
+        camera = camera_looking_at(unframed.landmarks3d, fill=1.0)
         camera[:, 0] *= stack([d["fill"] for d in draws])
         camera[:, 1:] += stack([d["shift"] for d in draws]) / camera[:, :1]
         background = torch.cat([appearance.random_background(1, size, np.random.default_rng(d["background_seed"]))
                                 for d in draws])
-        images, fragments = render.render(vertices, self.flame.faces, camera, size, albedo,
+        vertices = unframed.vertices
+        images, fragments = render.render(vertices, self.decoder.flame.faces, camera, size, albedo,
                                           stack([d["light"] for d in draws]), stack([d["ambient"] for d in draws]),
                                           stack([d["diffuse"] for d in draws]), background)
-        pixels = normalized_to_pixels(project_weak_perspective(landmarks3d, camera), size)
-        confidence = landmark_confidence(pixels, camera[:, :1] * landmarks3d[..., 2], fragments.depth,
+        pixels = normalized_to_pixels(self.decoder.project(unframed.landmarks3d, camera), size)
+        confidence = landmark_confidence(pixels, camera[:, :1] * unframed.landmarks3d[..., 2], fragments.depth,
                                          VISIBILITY_TOLERANCE_M * camera[:, :1])
-        return SynthBatch(images, pixels, confidence, shape, expression, pose, camera, vertices, fragments)
+        return SynthBatch(images, pixels, confidence, shape, expression, unframed.pose, camera, vertices, fragments)
 
 
 def landmark_confidence(pixels: torch.Tensor, depth: torch.Tensor, zbuffer: torch.Tensor,
@@ -176,72 +195,76 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.permute(0, 2, 3, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
 
 
-def synthesize_dataset(config: SynthConfig, out: str | Path, flame: FLAME | None = None,
+def synthesize_dataset(config: SynthConfig, out: str | Path, decoder: Decoder | None = None,
                        progress: bool = True, description: str = "",
-                       synthesizer: Synthesizer | None = None) -> Path:
+                       synthesizer: Synthesizer | None = None, overwrite: bool = False) -> Path:
     """Render ``identities x per_identity`` images into ``out`` in the dataset format. Returns the metadata path.
 
-    ``flame`` or a ready ``synthesizer`` (whose config must be ``config``) saves the model load.
+    Everything is written to a temporary folder beside ``out`` and moved into place at the end,
+    so an interrupted run leaves nothing half written. An ``out`` that exists and is not empty is
+    refused unless ``overwrite`` (which removes it, old images included, once the new one is complete).
+    ``decoder`` or a ready ``synthesizer`` (whose config must be ``config``) saves building the model.
     """
-    from PIL import Image
+    config.validate()
+    with new_dataset_folder(out, overwrite) as staging:
+        (staging / "images").mkdir()
+        synth = synthesizer if synthesizer is not None else Synthesizer(config, decoder)
+        pairs = [(i, k) for i in range(config.identities) for k in range(config.per_identity)]
+        names, fields = [], {key: [] for key in ("landmarks", "confidence", "shape", "expression", "pose", "camera")}
+        save_options = {"quality": 92} if config.image_format == "jpg" else {}
+        with tqdm(total=len(pairs), desc="rendering", unit="img", disable=not progress, mininterval=1.0) as bar:
+            for start in range(0, len(pairs), config.batch):
+                chunk = pairs[start:start + config.batch]
+                batch = synth.render_batch(chunk)
+                for (i, k), pixels in zip(chunk, to_uint8(batch.images)):
+                    name = f"images/id{i:05d}_{k:03d}.{config.image_format}"
+                    Image.fromarray(pixels).save(staging / name, **save_options)
+                    names.append(name)
+                for key in fields:
+                    fields[key].append(getattr(batch, key).numpy())
+                bar.update(len(chunk))
+        with torch.no_grad():
+            betas = torch.as_tensor(np.stack([synth.identity(i)[0] for i in range(config.identities)]),
+                                    dtype=torch.float32)
+            neutral = synth.decoder.neutral(betas).vertices.numpy()
+        arrays = {key: np.concatenate(value) for key, value in fields.items()}
+        info = json.dumps({"generator": "ringnet_lib.data.synthesize", "config": dataclasses.asdict(config),
+                           "model": str(synth.decoder.flame.source), "command": description})
+        write_metadata(staging, names, np.array([i for i, _ in pairs]),
+                       [f"synthetic_{i:05d}" for i in range(config.identities)],
+                       neutral_vertices=neutral.astype(np.float32), faces=synth.decoder.flame.faces.numpy(),
+                       description=info, **arrays)
+    return Path(out) / METADATA_NAME
 
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    synth = synthesizer if synthesizer is not None else Synthesizer(config, flame)
-    pairs = [(i, k) for i in range(config.identities) for k in range(config.per_identity)]
-    names, fields = [], {key: [] for key in ("landmarks", "confidence", "shape", "expression", "pose", "camera")}
-    save_options = {"quality": 92} if config.image_format == "jpg" else {}
-    with tqdm(total=len(pairs), desc="rendering", unit="img", disable=not progress, mininterval=1.0) as bar:
-        for start in range(0, len(pairs), config.batch):
-            chunk = pairs[start:start + config.batch]
-            batch = synth.render_batch(chunk)
-            for (i, k), pixels in zip(chunk, to_uint8(batch.images)):
-                name = f"images/id{i:05d}_{k:03d}.{config.image_format}"
-                Image.fromarray(pixels).save(out / name, **save_options)
-                names.append(name)
-            for key in fields:
-                fields[key].append(getattr(batch, key).numpy())
-            bar.update(len(chunk))
-    with torch.no_grad():
-        betas = torch.as_tensor(np.stack([synth.identity(i)[0] for i in range(config.identities)]), dtype=torch.float32)
-        neutral = synth.flame(shape=betas).vertices.numpy()
-    arrays = {key: np.concatenate(value) for key, value in fields.items()}
-    info = json.dumps({"generator": "ringnet_lib.data.synthesize", "config": dataclasses.asdict(config),
-                       "model": str(synth.flame.source), "command": description})
-    return write_metadata(out, names, np.array([i for i, _ in pairs]),
-                          [f"synthetic_{i:05d}" for i in range(config.identities)],
-                          neutral_vertices=neutral.astype(np.float32), faces=synth.flame.faces.numpy(),
-                          description=info, **arrays)
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--identities", type=int, default=SynthConfig.identities)
-    parser.add_argument("--per-identity", type=int, default=SynthConfig.per_identity)
-    parser.add_argument("--size", type=int, default=SynthConfig.size)
-    parser.add_argument("--seed", type=int, default=SynthConfig.seed)
-    parser.add_argument("--format", choices=("jpg", "png"), default=SynthConfig.image_format)
-    parser.add_argument("--batch", type=int, default=SynthConfig.batch)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ringnet_lib.data.synthesize", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    add_arguments(parser, SynthConfig)
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created; must be new or empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", required=True, help="output folder (created)")
-    args = parser.parse_args(argv)
-    if args.identities < 2 or args.per_identity < 2:
-        parser.error("a ring needs at least 2 identities and 2 images per identity")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = SynthConfig(identities=args.identities, per_identity=args.per_identity, size=args.size,
-                         seed=args.seed, image_format=args.format, batch=args.batch)
+    args = vars(parser.parse_args(argv))
+    out, overwrite, threads = args.pop("out"), args.pop("overwrite"), args.pop("threads")
+    if threads:
+        torch.set_num_threads(threads)
+    config = SynthConfig(**args)
     command = " ".join(["python -m ringnet_lib.data.synthesize"] + (sys.argv[1:] if argv is None else argv))
     start = time.perf_counter()
-    synthesizer = Synthesizer(config)
-    loaded = time.perf_counter()
-    path = synthesize_dataset(config, args.out, description=command, synthesizer=synthesizer)
+    try:
+        config.validate()
+        synthesizer = Synthesizer(config)
+        loaded = time.perf_counter()
+        path = synthesize_dataset(config, out, description=command, synthesizer=synthesizer, overwrite=overwrite)
+    except (ConfigError, DatasetExistsError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - loaded
-    n = args.identities * args.per_identity
+    n = config.identities * config.per_identity
     print(f"wrote {n} images and {path}: model load {loaded - start:.1f} s, then {seconds:.1f} s "
           f"({n / seconds:.1f} images/s rendered and written)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,12 +1,20 @@
-"""NoW-style evaluation: point-to-triangle distances, alignment, the NoW metric, a synthetic benchmark, export.
+"""NoW-style evaluation: point-to-triangle distances, the NoW protocol, a synthetic benchmark, export.
 
     from ringnet_lib.evaluation import now_errors, evaluate_shapes, heldout_betas, results_table
+
+Modules: :mod:`.geometry` (exact closest points on a mesh), :mod:`.now` (crop, alignment, ICP,
+statistics), :mod:`.benchmark` (synthetic scans, ``evaluate_shapes``, tables), :mod:`.export`
+(NoW's file layout), :mod:`.identifiability` (what landmarks can tell), :mod:`.diagnostics`
+(what a network learned), :mod:`.trained` (a checkpoint's report). NoW's 7 landmarks and crop
+sphere are :mod:`ringnet_lib.face_region`'s; Umeyama is :mod:`ringnet_lib.alignment`'s.
 """
-from .benchmark import (SyntheticScan, evaluate_shapes, heldout_betas, make_scan, neutral_meshes, results_table,
-                        sample_surface, write_results_csv)
+from ..alignment import Similarity, umeyama
+from ..face_region import (NOW_IBUG68, NOW_LANDMARK_NAMES, NOW_STATIC_INDEX, CropSphere, crop_mask, crop_sphere,
+                           now_landmarks_from_ibug68, now_landmarks_from_static)
+from .benchmark import (HELDOUT_SEED, SyntheticScan, evaluate_shapes, heldout_betas, make_scan, neutral_meshes,
+                        results_rows, results_table, sample_surface)
 from .export import now_prediction_paths, write_now_prediction, write_obj
-from .geometry import (MeshDistance, Similarity, closest_point_barycentrics, closest_points_on_mesh,
-                       closest_points_on_triangles, point_to_mesh_distance, umeyama)
-from .now import (NOW_IBUG68, NOW_LANDMARK_NAMES, NOW_STATIC_INDEX, CropSphere, NowResult, align_by_landmarks,
-                  crop_mask, crop_mesh, crop_points, crop_sphere, cumulative_error_curve, now_errors,
-                  now_landmarks_from_ibug68, now_landmarks_from_static, refine_alignment, summarize_errors)
+from .geometry import (MeshDistance, closest_point_barycentrics, closest_points_on_mesh, closest_points_on_triangles,
+                       point_to_mesh_distance)
+from .now import (NowResult, align_by_landmarks, crop_mesh, crop_points, cumulative_error_curve, now_errors,
+                  refine_alignment, summarize_errors)

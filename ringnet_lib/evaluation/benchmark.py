@@ -6,8 +6,8 @@ real files (the same code runs on them). Each scan is cropped with NoW's crop,
 optionally resampled uniformly on the cropped surface with Gaussian noise, and
 predictions are neutralised before the NoW metric runs, as NoW requires.
 
-    betas = heldout_betas(10, seed=123)                      # N x 100 from N(0, I)
-    results = evaluate_shapes(predicted_betas, betas, FLAME())
+    betas = heldout_betas(10)                                  # N x 100 from N(0, I)
+    results = evaluate_shapes(predicted_betas, betas, Decoder())
     print(results_table({"mean shape": results}))
 
 An encoder's 159-d output gives ``predicted_betas = split_params(params).shape``
@@ -15,61 +15,33 @@ An encoder's 159-d output gives ``predicted_betas = split_params(params).shape``
 """
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .geometry import check_finite
-from .now import crop_mesh, now_errors, now_landmarks_from_static, summarize_errors
+from ..checks import check_finite
+from ..face_region import METRES_TO_MM, now_landmarks_from_static
+from ..mesh import used_vertices
+from .now import crop_mesh, now_errors, summarize_errors
 
-METRES_TO_MM = 1000.0
+HELDOUT_SEED = 2019  # held-out identities: no training preset uses this seed (they use 0)
 
 
-def heldout_betas(n: int, n_shape: int = 100, seed: int = 2019) -> torch.Tensor:
+def heldout_betas(n: int, n_shape: int = 100, seed: int = HELDOUT_SEED) -> torch.Tensor:
     """``n x n_shape`` identities from N(0, I) with their own seed (keep it apart from training seeds)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(n, n_shape, generator=generator)
 
 
-def neutral_meshes(flame, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def neutral_meshes(decoder, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Neutral meshes and NoW's 7 landmarks: ``N x 100`` β -> ``N x V x 3``, ``N x 7 x 3`` (ψ = 0, pose = 0)."""
-    if betas.ndim != 2 or betas.shape[1] != flame.n_shape:
-        raise ValueError(f"betas must be N x {flame.n_shape}, got {tuple(betas.shape)}")
+    if betas.ndim != 2 or betas.shape[1] != decoder.flame.n_shape:
+        raise ValueError(f"betas must be N x {decoder.flame.n_shape}, got {tuple(betas.shape)}")
     check_finite("betas", betas)
     with torch.no_grad():
-        out = flame(shape=betas.to(flame.v_template.dtype))  # expression and pose default to zeros
-    if out.static_landmarks is None:
-        raise ValueError("this FLAME model has no static landmark embedding, so NoW's 7 landmarks are unknown. "
-                         "Put flame_static_embedding.pkl next to the model file.")
+        out = decoder.neutral(betas)
     return out.vertices, now_landmarks_from_static(out.static_landmarks)
-
-
-def face_region_error_mm(flame, predicted_betas: torch.Tensor, true_betas: torch.Tensor) -> torch.Tensor:
-    """Mean vertex distance (mm) between neutral meshes over the face, after a similarity fit.
-
-    A quick shape error for training curves (no scan, no ICP): the vertices inside NoW's
-    crop sphere of the *mean* head, the predicted mesh aligned onto the true one by
-    Umeyama (rotation, translation and scale: a weak-perspective camera cannot tell a
-    bigger head from a closer one, so global scale is not shape).
-
-    Args:
-        flame: the decoder.
-        predicted_betas, true_betas: ``N x n_shape``.
-    Returns:
-        ``N`` errors in mm.
-    """
-    from .geometry import umeyama
-    from .now import crop_mask
-
-    mean_vertices, mean_landmarks = neutral_meshes(flame, torch.zeros(1, flame.n_shape, device=true_betas.device))
-    face = crop_mask(mean_vertices[0], mean_landmarks[0])
-    predicted = neutral_meshes(flame, predicted_betas)[0][:, face].double()
-    truth = neutral_meshes(flame, true_betas)[0][:, face].double()
-    aligned = umeyama(predicted, truth).apply(predicted)
-    return (aligned - truth).norm(dim=-1).mean(-1).float() * METRES_TO_MM
 
 
 def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n_points: int,
@@ -111,12 +83,7 @@ def make_scan(vertices: torch.Tensor, faces: torch.Tensor, landmarks: torch.Tens
     if front_facing_only:
         tri = vertices[faces.long()]
         normal_z = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])[:, 2]
-        faces = faces[normal_z > 0]
-        used = torch.unique(faces)
-        # Drop vertices of back-facing triangles only, by re-indexing through the used set.
-        remap = torch.full((len(vertices),), -1, dtype=torch.long, device=vertices.device)
-        remap[used] = torch.arange(len(used), device=vertices.device)
-        vertices, faces = vertices[used], remap[faces.long()]
+        vertices, faces = used_vertices(vertices, faces[normal_z > 0])
     crop_v, crop_f = crop_mesh(vertices, faces, landmarks)
     generator = torch.Generator().manual_seed(seed)
     points = crop_v if n_points is None else sample_surface(crop_v, crop_f, n_points, generator)
@@ -126,14 +93,14 @@ def make_scan(vertices: torch.Tensor, faces: torch.Tensor, landmarks: torch.Tens
     return SyntheticScan(points, landmarks, crop_v, crop_f)
 
 
-def evaluate_shapes(predicted_betas: torch.Tensor, true_betas: torch.Tensor, flame, n_points: int | None = 2000,
+def evaluate_shapes(predicted_betas: torch.Tensor, true_betas: torch.Tensor, decoder, n_points: int | None = 2000,
                     noise_mm: float = 0.0, icp_iterations: int = 10, seed: int = 0) -> dict:
     """The NoW metric on synthetic scans of ``true_betas`` for predictions ``predicted_betas``.
 
     Args:
         predicted_betas: ``N x 100`` predicted identities (ψ and pose are ignored: predictions are neutralised).
         true_betas: ``N x 100`` ground truth.
-        flame: a :class:`ringnet_lib.flame.FLAME` (the default head or real FLAME).
+        decoder: a :class:`ringnet_lib.decoder.Decoder` (the default head or real FLAME).
         n_points: points sampled per scan (``None``: the cropped vertices).
         noise_mm: scan noise std, mm.
         icp_iterations: NoW's refinement iterations.
@@ -147,9 +114,9 @@ def evaluate_shapes(predicted_betas: torch.Tensor, true_betas: torch.Tensor, fla
         raise ValueError(f"predicted_betas {tuple(predicted_betas.shape)} and true_betas {tuple(true_betas.shape)} "
                          "must have the same N x n_shape shape (one prediction per scan)")
     check_finite("predicted_betas", predicted_betas)
-    true_v, true_l = neutral_meshes(flame, true_betas)
-    pred_v, pred_l = neutral_meshes(flame, predicted_betas)
-    faces = flame.faces
+    true_v, true_l = neutral_meshes(decoder, true_betas)
+    pred_v, pred_l = neutral_meshes(decoder, predicted_betas)
+    faces = decoder.flame.faces
     per_identity, errors = [], []
     for i in range(len(true_betas)):
         scan = make_scan(true_v[i], faces, true_l[i], n_points=n_points, noise_mm=noise_mm, seed=seed + i)
@@ -173,16 +140,11 @@ def results_table(results: dict[str, dict], digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def write_results_csv(results: dict[str, dict], path: str | Path) -> Path:
-    """One row per (method, identity) plus a ``pooled`` row per method; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "identity", "median_mm", "mean_mm", "std_mm", "n_points"])
-        for name, result in results.items():
-            rows = [(str(i), r) for i, r in enumerate(result["per_identity"])] + [("pooled", result["pooled"])]
-            for identity, r in rows:
-                writer.writerow([name, identity, f"{r['median_mm']:.6f}", f"{r['mean_mm']:.6f}",
-                                 f"{r['std_mm']:.6f}", r["n_points"]])
-    return path
+def results_rows(results: dict[str, dict]) -> list[dict]:
+    """One row per (method, identity) plus a ``pooled`` row per method: the CSV of a report."""
+    rows = []
+    for name, result in results.items():
+        for identity, r in [(str(i), r) for i, r in enumerate(result["per_identity"])] + [("pooled", result["pooled"])]:
+            rows.append({"method": name, "identity": identity, "median_mm": f"{r['median_mm']:.6f}",
+                         "mean_mm": f"{r['mean_mm']:.6f}", "std_mm": f"{r['std_mm']:.6f}", "n_points": r["n_points"]})
+    return rows

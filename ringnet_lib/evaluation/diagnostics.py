@@ -14,19 +14,23 @@ expression, so two questions have exact answers:
   error is mostly pose, camera and expression, and the gradient reaching β is
   mostly noise. This is why a short CPU run learns shape last.
 
-    errors, budget = diagnose_encoder(encoder, dataset, flame)   # dataset: an InMemoryRingSet
+    errors, budget = diagnose_encoder(encoder, rings, decoder)   # rings: a SyntheticRingSet
     diagnostics_figure(errors, budget)
 """
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import torch
 
+from ..data.synthetic import SyntheticRingSet
+from ..decoder import Decoder
 from ..losses import landmark_loss
 from ..params import CAMERA, EXPRESSION, POSE, SHAPE, join_params, split_params
+from .trained import predict_params
 
 # Scalars of the 159 with a name: (index, name). Pose = global rotation (axis-angle x, y, z), then jaw.
 NAMED_SCALARS = ((CAMERA.start, "camera scale s"), (CAMERA.start + 1, "camera tx"), (CAMERA.start + 2, "camera ty"),
-                 (POSE.start, "pitch"), (POSE.start + 1, "yaw"), (POSE.start + 2, "roll"),
+                 (POSE.start, "pitch"), (POSE.start + 1, "yaw (about y)"), (POSE.start + 2, "roll"),
                  (POSE.start + 3, "jaw opening"))
 GROUPS = {"camera": CAMERA, "pose": POSE, "shape": SHAPE, "expression": EXPRESSION}
 
@@ -54,25 +58,28 @@ def parameter_errors(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, 
     return {name: {"model": float(m), "constant": float(c), "ratio": float(m / c)} for name, (m, c) in rows.items()}
 
 
-def landmark_error_budget(flame, head, predicted: torch.Tensor, truth: torch.Tensor, landmarks: torch.Tensor,
+def landmark_error_budget(decoder: Decoder, predicted: torch.Tensor, truth: torch.Tensor, landmarks: torch.Tensor,
                           confidence: torch.Tensor | None = None) -> dict[str, float]:
     """The training's landmark loss with groups of predicted parameters swapped for the truth.
 
     Args:
-        flame, head: the decoder and the landmark head training used.
-        predicted, truth: ``N x 159``.
-        landmarks: ``N x 68 x 2`` targets (normalised); confidence: ``N x 68`` or None.
+        decoder: the decoder training used.
+        predicted: ``N x 159`` network output.
+        truth: ``N x 159`` true parameters.
+        landmarks: ``N x 68 x 2`` targets (normalised).
+        confidence: ``N x 68`` or None.
     Returns (in this order):
         ``"prediction"``; ``"<group> from the truth"`` for camera, pose, expression and shape;
         ``"only shape predicted"`` (everything else true: the error the shape prediction alone causes);
         ``"mean shape, rest true"`` (β = 0, everything else true); ``"truth"`` (0 up to rounding).
     """
-    from ..training.step import decode_landmarks
+    index = decoder.target_index.cpu()
+    dtype = decoder.flame.v_template.dtype
 
     def loss(params: torch.Tensor) -> float:
-        projected = decode_landmarks(flame, head, params.to(flame.v_template.dtype))
-        return float(landmark_loss(projected, landmarks[:, head.target_index].to(projected.dtype),
-                                   None if confidence is None else confidence[:, head.target_index].to(projected.dtype)))
+        projected = decoder(params.to(dtype)).landmarks2d
+        return float(landmark_loss(projected, landmarks[:, index].to(projected),
+                                   None if confidence is None else confidence[:, index].to(projected)))
 
     def mixed(true_groups) -> torch.Tensor:
         params = predicted.clone()
@@ -91,24 +98,21 @@ def landmark_error_budget(flame, head, predicted: torch.Tensor, truth: torch.Ten
     return budget
 
 
-def diagnose_encoder(encoder, dataset, flame, head=None, n_images: int = 200, batch: int = 50):
-    """:func:`parameter_errors` and :func:`landmark_error_budget` on the first ``n_images`` of a dataset
-    that knows its truth (an :class:`ringnet_lib.training.synthetic.InMemoryRingSet`).
+def diagnose_encoder(encoder, rings: SyntheticRingSet, decoder: Decoder, n_images: int = 200, batch: int = 50):
+    """:func:`parameter_errors` and :func:`landmark_error_budget` on the first ``n_images`` of a ring set
+    that knows its truth (a :class:`~ringnet_lib.data.synthetic.SyntheticRingSet`, data ``"render"``).
 
     The encoder runs in eval mode (dropout off, BatchNorm running statistics), as at test time.
     """
-    from ..training.step import LandmarkHead
-    from .trained import predict_params
-
-    if not hasattr(dataset, "image_params"):
-        raise TypeError(f"{type(dataset).__name__} does not know the true parameters of its images; "
-                        f"use an InMemoryRingSet (data='memory')")
-    head = LandmarkHead(flame) if head is None else head
-    n = min(n_images, len(dataset.images))
-    predicted = predict_params(encoder, dataset.images[:n], batch)
-    truth = dataset.image_params[:n]
+    if not isinstance(rings, SyntheticRingSet) or rings.n_images == 0:
+        raise TypeError(f"{type(rings).__name__} does not know the true parameters of its images; "
+                        "use the rendered rings of data='render' (a pool of identities)")
+    rendered = rings.render_images(torch.arange(min(n_images, rings.n_images)), decoder)
+    predicted = predict_params(encoder, rendered["images"], batch)
+    truth = rendered["true_params"].cpu().float()
     errors = parameter_errors(predicted, truth)
-    budget = landmark_error_budget(flame, head, predicted, truth, dataset.landmarks[:n], dataset.confidence[:n])
+    budget = landmark_error_budget(decoder, predicted, truth, rendered["landmarks"].cpu(),
+                                   rendered["confidence"].cpu())
     return errors, budget
 
 
@@ -118,8 +122,6 @@ def diagnostics_figure(errors: dict, budget: dict, image_size: int | None = None
     ``image_size``: when given, the budget is also labelled in pixels (L1 over x and y).
     Returns the Figure.
     """
-    import matplotlib.pyplot as plt
-
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
     names = list(errors)
     ratios = [errors[name]["ratio"] for name in names]

@@ -20,13 +20,15 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+import trimesh
 
-from .geometry import check_finite
-from .now import check_landmarks
+from ..checks import check_finite
+from ..face_region import check_landmarks
 
 
 def write_obj(path: str | Path, vertices: torch.Tensor | np.ndarray, faces: torch.Tensor | np.ndarray) -> Path:
-    """Write ``V x 3`` vertices and ``F x 3`` (0-based) faces as a plain OBJ."""
+    """Write ``V x 3`` vertices and ``F x 3`` (0-based) faces as a plain OBJ: ``v`` and ``f`` lines only
+    (trimesh's writer, without normals, colours or texture, which NoW's loader cannot read), vertex order kept."""
     vertices = np.asarray(torch.as_tensor(vertices).detach().cpu(), dtype=np.float64)
     faces = np.asarray(torch.as_tensor(faces).cpu(), dtype=np.int64)
     if vertices.ndim != 2 or vertices.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
@@ -34,9 +36,9 @@ def write_obj(path: str | Path, vertices: torch.Tensor | np.ndarray, faces: torc
     check_finite("mesh vertices", torch.from_numpy(vertices))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"v {x:.8f} {y:.8f} {z:.8f}" for x, y, z in vertices]
-    lines += [f"f {a} {b} {c}" for a, b, c in faces + 1]
-    path.write_text("\n".join(lines) + "\n")
+    mesh = trimesh.Trimesh(vertices, faces, process=False)  # process=False: FLAME's vertex order stays
+    path.write_text(trimesh.exchange.obj.export_obj(mesh, include_normals=False, include_color=False,
+                                                    include_texture=False, digits=8, header=None))
     return path
 
 

@@ -1,17 +1,18 @@
-"""Geometry for the NoW metric: closest points on triangles and similarity (Umeyama) fits.
+"""Geometry for the NoW metric: exact closest points on a triangle mesh.
 
 Everything is vectorised torch and works in any unit; the NoW protocol on top
-of it lives in :mod:`ringnet_lib.evaluation.now`.
+of it lives in :mod:`ringnet_lib.evaluation.now`, the similarity fits in
+:mod:`ringnet_lib.alignment`.
 
     d, closest, face, bary = closest_points_on_mesh(points, vertices, faces)   # N, N x 3, N, N x 3
-    T = umeyama(source, target)                                               # source -> target
-    moved = T.apply(source)
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
+
+from ..checks import check_finite
 
 # How many (point, triangle) pairs one chunk may hold; ~20 float tensors of this
 # size are alive at once, so 2**21 pairs keep the peak around 200 MB in float32.
@@ -110,15 +111,6 @@ class MeshDistance(NamedTuple):
     barycentrics: torch.Tensor  # N x 3, weights of that triangle's corners
 
 
-def check_finite(name: str, tensor: torch.Tensor) -> None:
-    """Raise a ValueError that says where NaN/inf values are and what to do."""
-    bad = ~torch.isfinite(tensor)
-    if bad.any():
-        rows = bad.reshape(tensor.shape[0], -1).any(-1).nonzero().flatten()[:5].tolist() if tensor.ndim else []
-        raise ValueError(f"{name} has {int(bad.sum())} NaN/inf values (first rows: {rows}). Check the prediction "
-                         "that produced it (e.g. a diverged network); remove or fix those rows before evaluating.")
-
-
 def closest_points_on_mesh(points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
                            pair_budget: int = PAIR_BUDGET, candidates: int = 48) -> MeshDistance:
     """Exact closest points on a triangle mesh, chunked over points so memory stays bounded.
@@ -192,69 +184,3 @@ def point_to_mesh_distance(points: torch.Tensor, vertices: torch.Tensor, faces: 
         pair_budget: see :func:`closest_points_on_mesh`.
     """
     return closest_points_on_mesh(points, vertices, faces, pair_budget).distances
-
-
-class Similarity(NamedTuple):
-    """``x -> scale * x @ rotation.T + translation``; batched as ``B``, ``B x 3 x 3``, ``B x 3`` or unbatched."""
-
-    scale: torch.Tensor  # (B)
-    rotation: torch.Tensor  # (B x) 3 x 3, det +1
-    translation: torch.Tensor  # (B x) 3
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Transform ``(B x) N x 3`` points."""
-        return self.scale[..., None, None] * x @ self.rotation.transpose(-1, -2) + self.translation[..., None, :]
-
-    def compose(self, first: "Similarity") -> "Similarity":
-        """The transform that applies ``first`` and then ``self``."""
-        return Similarity(self.scale * first.scale, self.rotation @ first.rotation,
-                          self.scale[..., None] * (first.translation[..., None, :] @ self.rotation.transpose(-1, -2))
-                          .squeeze(-2) + self.translation)
-
-    @staticmethod
-    def identity(dtype: torch.dtype = torch.float32) -> "Similarity":
-        return Similarity(torch.ones((), dtype=dtype), torch.eye(3, dtype=dtype), torch.zeros(3, dtype=dtype))
-
-
-def umeyama(source: torch.Tensor, target: torch.Tensor, with_scale: bool = True,
-            weights: torch.Tensor | None = None) -> Similarity:
-    """Least-squares similarity (or rigid) transform mapping ``source`` onto ``target``.
-
-    Umeyama (TPAMI 1991): minimises ``sum_i w_i |s R x_i + t - y_i|^2`` over a
-    proper rotation (det +1, never a reflection: a mirrored face is not the
-    same face), the scale s > 0 and the translation t.
-
-    Args:
-        source: ``(B x) N x 3`` points x_i, N >= 3 and not all collinear.
-        target: ``(B x) N x 3`` points y_i (the same order).
-        with_scale: fit s; ``False`` fixes s = 1 (rigid).
-        weights: optional ``(B x) N`` non-negative weights.
-    Returns:
-        :class:`Similarity` with ``target ~ result.apply(source)``.
-    """
-    if source.shape != target.shape or source.shape[-1] != 3 or source.shape[-2] < 3:
-        raise ValueError(f"source and target must both be (B x) N x 3 with N >= 3, got {tuple(source.shape)} "
-                         f"and {tuple(target.shape)}")
-    check_finite("source points", source)
-    check_finite("target points", target)
-    target = target.to(source.dtype)
-    if weights is None:
-        weights = source.new_ones(source.shape[:-1])
-    weights = (weights / weights.sum(-1, keepdim=True))[..., None]  # (B x) N x 1
-    mean_x, mean_y = (weights * source).sum(-2), (weights * target).sum(-2)
-    x, y = source - mean_x[..., None, :], target - mean_y[..., None, :]
-    covariance = (weights * y).transpose(-1, -2) @ x  # (B x) 3 x 3, sum w y x^T
-    u, sigma, vt = torch.linalg.svd(covariance)
-    # Flip the last axis when the best orthogonal matrix would be a reflection.
-    sign = torch.sign(torch.linalg.det(u @ vt))
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    d = torch.ones_like(sigma)
-    d[..., -1] = sign
-    rotation = u @ torch.diag_embed(d) @ vt
-    variance_x = (weights * x.square()).sum((-1, -2))
-    if with_scale:
-        scale = (sigma * d).sum(-1) / variance_x.clamp_min(torch.finfo(source.dtype).tiny)
-    else:
-        scale = torch.ones_like(variance_x)
-    translation = mean_y - scale[..., None] * (mean_x[..., None, :] @ rotation.transpose(-1, -2)).squeeze(-2)
-    return Similarity(scale, rotation, translation)

@@ -13,7 +13,7 @@ of the mean head, with the 7 similarity directions removed: weak perspective
 cannot see scale, and NoW aligns them away) is the expected shape error of the
 *best possible* predictor from those landmarks, next to the mean shape's.
 
-    info = landmark_shape_information(FLAME(), yaws_deg=[0.0], landmark_sigma_px=1.0, image_size=64)
+    info = landmark_shape_information(Decoder(), yaws_deg=[0.0], landmark_sigma_px=1.0, image_size=64)
     info["ratio"]    # ~0.7: one image's landmarks remove about half of the shape variance, no more
 
 The ratio is of root-mean-square vertex errors (mm); NoW's median scan-to-mesh
@@ -26,26 +26,16 @@ import math
 
 import torch
 
+from ..alignment import similarity_basis
+from ..decoder import Decoder
+from ..face_region import METRES_TO_MM, crop_mask
+from ..landmarks import head_rotation
 from ..params import join_params
-from .benchmark import METRES_TO_MM, neutral_meshes
-from .now import crop_mask
+from .benchmark import neutral_meshes
 
 
-def _similarity_basis(points: torch.Tensor) -> torch.Tensor:
-    """Orthonormal ``3P x 7`` basis of the infinitesimal similarities of ``P x 3`` points."""
-    centred = points - points.mean(0)
-    columns = []
-    for axis in range(3):
-        unit = torch.zeros(3, dtype=points.dtype)
-        unit[axis] = 1
-        columns.append(unit.expand_as(centred).reshape(-1))  # translation
-        columns.append(torch.linalg.cross(unit.expand_as(centred), centred).reshape(-1))  # rotation
-    columns.append(centred.reshape(-1))  # scale
-    return torch.linalg.qr(torch.stack(columns, 1))[0]
-
-
-def linear_landmark_model(flame, yaws_deg=(0.0,), camera_scale: float = 7.5, expression_std: float = 0.5,
-                          rotation_std: float = 0.3, jaw_std: float = 0.1, head=None) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_landmark_model(decoder: Decoder, yaws_deg=(0.0,), camera_scale: float = 7.5, expression_std: float = 0.5,
+                          rotation_std: float = 0.3, jaw_std: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """The linearised landmarks of one identity seen at ``yaws_deg``, and the priors of the unknowns.
 
     Unknowns, in order: β (n_shape), then per view ψ (n_expression), global rotation (3), jaw (3),
@@ -55,18 +45,15 @@ def linear_landmark_model(flame, yaws_deg=(0.0,), camera_scale: float = 7.5, exp
         ``jacobian`` (2·L·n_views) x n_unknowns (float64, normalised image units per unit), and
         ``prior_variance`` n_unknowns (camera: 1 for s, 0.1² for t).
     """
-    from ..training.step import LandmarkHead, decode_landmarks
-
-    head = LandmarkHead(flame) if head is None else head
+    flame = decoder.flame
     n_views, n_shape, n_expression = len(yaws_deg), flame.n_shape, flame.n_expression
     dtype = flame.v_template.dtype
 
     def landmarks(shape, expression, rotation, jaw, camera):
         params = join_params(camera, torch.cat([rotation, jaw], -1), shape.expand(n_views, -1), expression)
-        return decode_landmarks(flame, head, params).reshape(-1)  # what training projects
+        return decoder(params).landmarks2d.reshape(-1)  # what training projects
 
-    rotation = torch.zeros(n_views, 3, dtype=dtype)
-    rotation[:, 1] = torch.tensor([math.radians(y) for y in yaws_deg], dtype=dtype)
+    rotation = torch.tensor(head_rotation(list(yaws_deg)), dtype=dtype)  # the yaws, in landmarks.py's sign
     point = (torch.zeros(1, n_shape, dtype=dtype), torch.zeros(n_views, n_expression, dtype=dtype), rotation,
              torch.zeros(n_views, 3, dtype=dtype),
              torch.tensor([[camera_scale, 0.0, 0.0]], dtype=dtype).repeat(n_views, 1))
@@ -79,36 +66,38 @@ def linear_landmark_model(flame, yaws_deg=(0.0,), camera_scale: float = 7.5, exp
     return jacobian, prior_variance
 
 
-def face_shape_directions(flame) -> torch.Tensor:
+def face_shape_directions(decoder: Decoder) -> torch.Tensor:
     """``3P x n_shape`` (float64): the shape directions on NoW's face crop of the mean head, minus
     what a similarity transform can do (P face vertices, rows ordered vertex-major, xyz)."""
-    vertices, seven = neutral_meshes(flame, torch.zeros(1, flame.n_shape, dtype=flame.v_template.dtype))
+    flame = decoder.flame
+    vertices, seven = neutral_meshes(decoder, torch.zeros(1, flame.n_shape, dtype=flame.v_template.dtype))
     face = crop_mask(vertices[0], seven[0])
     directions = flame.shape_directions[face].double().reshape(-1, flame.n_shape)
-    basis = _similarity_basis(vertices[0][face].double())
+    basis = similarity_basis(vertices[0][face].double())
     return directions - basis @ (basis.T @ directions)
 
 
-def landmark_shape_information(flame, yaws_deg=(0.0,), landmark_sigma_px: float = 1.0, image_size: int = 64,
-                               **model_options) -> dict:
+def landmark_shape_information(decoder: Decoder, yaws_deg=(0.0,), landmark_sigma_px: float = 1.0,
+                               image_size: int = 64, **model_options) -> dict:
     """Expected face-shape error of the best predictor from the landmarks of views at ``yaws_deg``.
 
     Args:
-        flame: the decoder (the algebra runs in float64).
+        decoder: the decoder (the algebra runs in float64).
         yaws_deg: one view per yaw, all of the same identity (several: what a ring sees).
         landmark_sigma_px: landmark noise (a detector's, or a network's precision), pixels of ``image_size``.
         image_size: S; normalised coordinates span 2 over S pixels.
         model_options: :func:`linear_landmark_model`'s (camera_scale, expression_std, rotation_std,
-            jaw_std, head); ``expression_std`` near 0 means neutral faces.
+            jaw_std); ``expression_std`` near 0 means neutral faces.
     Returns:
         ``{"prior_mm", "posterior_mm", "ratio", "n_views"}``: RMS face-region vertex errors (mm)
         of the mean shape and of the posterior mean, and their ratio.
     """
-    jacobian, prior_variance = linear_landmark_model(flame, yaws_deg, **model_options)
+    jacobian, prior_variance = linear_landmark_model(decoder, yaws_deg, **model_options)
+    flame = decoder.flame
     sigma = landmark_sigma_px * 2.0 / image_size
     precision = torch.diag(1 / prior_variance) + jacobian.T @ jacobian / sigma ** 2
     shape_covariance = torch.linalg.inv(precision)[:flame.n_shape, :flame.n_shape]
-    directions = face_shape_directions(flame)
+    directions = face_shape_directions(decoder)
     n_points = directions.shape[0] // 3
     prior = math.sqrt(float((directions ** 2).sum()) / n_points) * METRES_TO_MM
     posterior = math.sqrt(float(torch.trace(directions @ shape_covariance @ directions.T)) / n_points) * METRES_TO_MM

@@ -11,16 +11,7 @@
     result = now_errors(scan_points, scan_landmarks7, pred_vertices, faces, pred_landmarks7)
     summarize_errors(result.distances * 1000)         # metres -> mm
 
-The 7 landmarks, in NoW's order (its README's picture and the example of the FG2018
-challenge it builds on), as 1-based iBUG-68 numbers; "right" is the subject's right:
-
-    0 right eye outer corner   iBUG 37        4 nose bottom (subnasale)  iBUG 34
-    1 right eye inner corner   iBUG 40        5 right mouth corner       iBUG 49
-    2 left eye inner corner    iBUG 43        6 left mouth corner        iBUG 55
-    3 left eye outer corner    iBUG 46
-
-Point 4 is the *bottom* of the nose (the middle nostril point, iBUG 34), not the
-tip (iBUG 31): NoW's crop goes from it up towards the nose bridge.
+The 7 landmarks and the crop sphere are defined in :mod:`ringnet_lib.face_region`.
 """
 from __future__ import annotations
 
@@ -29,74 +20,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .geometry import Similarity, check_finite, closest_points_on_mesh, umeyama
-
-NOW_LANDMARK_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_inner", "left_eye_outer",
-                      "nose_bottom", "right_mouth_corner", "left_mouth_corner")
-NOW_IBUG68 = (37, 40, 43, 46, 34, 49, 55)  # 1-based iBUG numbers, NoW's order
-# FLAME's 51 static landmarks are iBUG 18..68, so iBUG k (1-based) is static index k - 18.
-NOW_STATIC_INDEX = tuple(k - 18 for k in NOW_IBUG68)  # (19, 22, 25, 28, 16, 31, 37)
-N_NOW_LANDMARKS = len(NOW_IBUG68)
-
-# NoW's crop: centre = nose_bottom + 0.3 (nose_bridge - nose_bottom), where the "nose
-# bridge" is the midpoint of the inner eye corners (iBUG 40 and 43), and radius =
-# 1.4 (outer-eye distance (iBUG 37 to 46) + nose length (bridge to bottom)) / 2.
-CROP_CENTRE_FRACTION = 0.3
-CROP_RADIUS_FACTOR = 1.4
-
-
-def check_landmarks(name: str, landmarks: torch.Tensor) -> torch.Tensor:
-    """Return ``landmarks`` as a tensor if it is ``7 x 3`` and finite, else raise a ValueError saying what to do."""
-    landmarks = torch.as_tensor(landmarks)
-    if landmarks.shape != (N_NOW_LANDMARKS, 3):
-        hint = (" (that looks like the 51 static or 68 iBUG landmarks: select NoW's 7 with NOW_STATIC_INDEX "
-                "or now_landmarks_from_ibug68)" if landmarks.ndim == 2 and landmarks.shape[0] in (51, 68) else "")
-        raise ValueError(f"{name} must be 7 x 3 (NoW's landmarks in the order {NOW_LANDMARK_NAMES}), "
-                         f"got {tuple(landmarks.shape)}{hint}")
-    check_finite(name, landmarks)
-    return landmarks
-
-
-def now_landmarks_from_static(static_landmarks: torch.Tensor) -> torch.Tensor:
-    """NoW's 7 from FLAME's 51 static landmarks: ``... x 51 x 3`` -> ``... x 7 x 3``."""
-    if static_landmarks.shape[-2:] != (51, 3):
-        raise ValueError(f"expected ... x 51 x 3 static landmarks (iBUG 18..68), got {tuple(static_landmarks.shape)}")
-    return static_landmarks[..., list(NOW_STATIC_INDEX), :]
-
-
-def now_landmarks_from_ibug68(landmarks68: torch.Tensor) -> torch.Tensor:
-    """NoW's 7 from the 68 iBUG landmarks (zero-based rows): ``... x 68 x 3`` -> ``... x 7 x 3``."""
-    if landmarks68.shape[-2:] != (68, 3):
-        raise ValueError(f"expected ... x 68 x 3 iBUG landmarks, got {tuple(landmarks68.shape)}")
-    return landmarks68[..., [k - 1 for k in NOW_IBUG68], :]
-
-
-class CropSphere(NamedTuple):
-    centre: torch.Tensor  # 3
-    radius: torch.Tensor  # scalar
-
-
-def crop_sphere(landmarks: torch.Tensor) -> CropSphere:
-    """NoW's face crop from the scan's 7 landmarks (units of the landmarks).
-
-    Args:
-        landmarks: ``7 x 3`` in NoW's order.
-    Returns:
-        :class:`CropSphere`: centre ``3`` and radius.
-    """
-    landmarks = check_landmarks("scan landmarks", landmarks)
-    nose_bottom = landmarks[4]
-    nose_bridge = (landmarks[1] + landmarks[2]) / 2  # between the inner eye corners
-    centre = nose_bottom + CROP_CENTRE_FRACTION * (nose_bridge - nose_bottom)
-    outer_eye_distance = (landmarks[0] - landmarks[3]).norm()
-    nose_length = (nose_bridge - nose_bottom).norm()
-    return CropSphere(centre, CROP_RADIUS_FACTOR * (outer_eye_distance + nose_length) / 2)
-
-
-def crop_mask(points: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-    """Which of ``N x 3`` points lie in NoW's crop sphere (distance <= radius, as NoW): ``N`` bool."""
-    sphere = crop_sphere(landmarks)
-    return (points - sphere.centre.to(points.dtype)).norm(dim=-1) <= sphere.radius
+from ..alignment import Similarity, umeyama
+from ..checks import check_finite
+from ..face_region import NOW_LANDMARK_NAMES, check_landmarks, crop_mask, crop_sphere
+from ..lbs import batch_rodrigues
+from ..mesh import keep_vertices
+from .geometry import closest_points_on_mesh
 
 
 def crop_points(points: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
@@ -126,11 +55,7 @@ def crop_mesh(vertices: torch.Tensor, faces: torch.Tensor, landmarks: torch.Tens
     keep = crop_mask(vertices, landmarks)
     if not keep.any():
         crop_points(vertices, landmarks)  # raises the explanatory error
-    new_index = torch.full((len(vertices),), -1, dtype=torch.long, device=vertices.device)
-    new_index[keep] = torch.arange(int(keep.sum()), device=vertices.device)
-    faces = faces.long()
-    kept_faces = faces[keep[faces].all(1)]
-    return vertices[keep], new_index[kept_faces]
+    return keep_vertices(vertices, faces, keep)
 
 
 def align_by_landmarks(predicted_landmarks: torch.Tensor, scan_landmarks: torch.Tensor) -> Similarity:
@@ -146,12 +71,6 @@ class IcpResult(NamedTuple):
     rms_history: list  # root-mean-square distance (the objective) after each accepted step
     start_distances: torch.Tensor  # N, scan-to-mesh distances before the refinement
     distances: torch.Tensor  # N, after it
-
-
-def _skew(w: torch.Tensor) -> torch.Tensor:
-    zero = torch.zeros_like(w[0])
-    return torch.stack([torch.stack([zero, -w[2], w[1]]), torch.stack([w[2], zero, -w[0]]),
-                        torch.stack([-w[1], w[0], zero])])
 
 
 def _point_to_plane_step(scan_points: torch.Tensor, match, triangles: torch.Tensor, moved: torch.Tensor,
@@ -176,7 +95,7 @@ def _point_to_plane_step(scan_points: torch.Tensor, match, triangles: torch.Tens
     jacobian = torch.cat(columns, 1)  # N x 7
     residual = (offset * n).sum(-1)  # signed distances along n
     step = torch.linalg.lstsq(jacobian, residual[:, None]).solution[:, 0]
-    rotation = torch.linalg.matrix_exp(_skew(step[:3]))
+    rotation = batch_rodrigues(step[None, :3])[0]  # exp of the small rotation, as FLAME's joints
     # A wild step must not flip or collapse the mesh (NoW's objective penalises s < 0 for the same reason).
     scale = (1 + step[6]).clamp(0.5, 2.0) if with_scale else torch.ones((), dtype=x.dtype)
     translation = centre + step[3:6] - scale * rotation @ centre

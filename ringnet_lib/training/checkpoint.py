@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cli import ConfigError
+from .config import TrainConfig
+from .model import build_decoder, build_encoder
+
 CHECKPOINT_NAME = "checkpoint.pt"
+# 2: the typed config (data "render", β/ψ regulariser names, None instead of 0 / "") and no sampler state.
+FORMAT_VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -97,7 +103,18 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(state, dict) or not {"model", "config"} <= set(state):
         raise CheckpointError(f"{path}: not a ringnet_lib training checkpoint (it has no 'model' and 'config' "
                               "entries)")
+    if state.get("format_version", 1) != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by another version of ringnet_lib (checkpoint format "
+                              f"{state.get('format_version', 1)}, this one reads {FORMAT_VERSION}); retrain it")
     return state
+
+
+def checkpoint_step(path: str | Path) -> int | str:
+    """The step a checkpoint was written at ("?" if it cannot be read)."""
+    try:
+        return load_checkpoint(path)["step"]
+    except CheckpointError:
+        return "?"
 
 
 def strip_wrappers(state_dict: dict) -> dict:
@@ -109,3 +126,49 @@ def strip_wrappers(state_dict: dict) -> dict:
                 key = key[len(prefix):]
         clean[key] = value
     return clean
+
+
+def config_of(saved: dict, path: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` a loaded checkpoint was trained with (a clear error if it does not fit)."""
+    try:
+        return TrainConfig(**saved["config"])
+    except (TypeError, ConfigError) as error:
+        raise CheckpointError(f"{path}: its config does not fit this version of ringnet_lib ({error}); "
+                              "retrain it") from None
+
+
+def load_encoder(path: str | Path, expected: dict | None = None, decoder=None, flame_model: str | Path | None = None):
+    """Rebuild the encoder a training checkpoint was made with, and its decoder; the one checkpoint -> model
+    loader (the demo, the evaluation and the ablation use it).
+
+    Args:
+        path: a ``checkpoint.pt`` written by :func:`ringnet_lib.training.loop.train`.
+        expected: optional config fields (e.g. ``{"trunk": "resnet50"}``) the checkpoint must have.
+        decoder: the checkpoint's decoder if already built (saves building it again).
+        flame_model: a FLAME folder to use instead of the one the checkpoint names (a checkpoint
+            trained elsewhere, whose stored path does not exist here).
+    Returns:
+        ``(encoder in eval mode, TrainConfig, Decoder)``. Anything that does not fit raises :class:`CheckpointError`.
+    """
+    saved = load_checkpoint(path)
+    config = config_of(saved, path)
+    different = {k: (getattr(config, k), v) for k, v in (expected or {}).items() if getattr(config, k) != v}
+    if different:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs expected {b!r}" for k, (a, b) in sorted(different.items()))
+        raise CheckpointError(f"{path}: the checkpoint comes from another config ({detail})")
+    if flame_model is not None:
+        config = TrainConfig(**{**saved["config"], "flame_model": flame_model})
+    elif config.flame_model is not None and not Path(config.flame_model).exists():
+        raise CheckpointError(f"{path}: its FLAME model {config.flame_model} does not exist here; pass "
+                              "--flame-model FOLDER (the same FLAME files)")
+    decoder = build_decoder(config) if decoder is None else decoder
+    # The camera the encoder starts from is a buffer in the state dict, so any value works here.
+    encoder = build_encoder(config, decoder, torch.zeros(3))
+    try:
+        encoder.load_state_dict(strip_wrappers(saved["model"]))
+    except RuntimeError as error:
+        first = " ".join(str(error).splitlines()[0:2])[:300]
+        raise CheckpointError(f"{path}: the weights do not fit the encoder its config describes (trunk "
+                              f"{config.trunk!r}, {config.n_iterations} iterations): the checkpoint was edited or "
+                              f"comes from another version. {first}") from None
+    return encoder.eval(), config, decoder
