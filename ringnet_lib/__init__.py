@@ -53,10 +53,13 @@ _MODULES = {
     "ringnet_lib.evaluation.diagnostics": ("diagnose_encoder",),
     "ringnet_lib.evaluation.trained": ("benchmark_checkpoint",),
     # front doors
-    "ringnet_lib.demo": ("run_demo",),
+    "ringnet_lib.demo": ("demo", "run_demo"),
+    "ringnet_lib.ablation": ("ablation",),
+    "ringnet_lib.face_region": ("face_region",),
     "ringnet_lib.viz": ("plot_mesh", "render_views", "draw_mesh_2d"),
     "ringnet_lib.interactive": ("flame_explorer", "plotly_mesh"),
     "ringnet_lib.notebook": ("notebook",),
+    "ringnet_lib.testing": ("testing",),
 }
 _API = {name: module for module, names in _MODULES.items() for name in names}
 

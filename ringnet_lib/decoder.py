@@ -70,6 +70,12 @@ class Decoder(nn.Module):
         index = torch.arange(N_LANDMARKS) if landmarks68 else torch.arange(N_LANDMARKS)[STATIC_IN_68]
         self.register_buffer("target_index", index, persistent=False)
 
+    def for_landmarks(self) -> "Decoder":
+        """A decoder with the same landmarks that computes only the vertices they use
+        (:meth:`ringnet_lib.flame.FLAME.landmark_submodel`): the same ``landmarks3d`` and ``landmarks2d``
+        at a fraction of the cost, for fitting. Its ``vertices`` are that subset only."""
+        return Decoder(self.flame.landmark_submodel(), self.landmarks68, self.yaw_chain)
+
     @property
     def n_landmarks(self) -> int:
         return len(self.target_index)

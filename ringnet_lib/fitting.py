@@ -36,8 +36,10 @@ from .params import N_PARAMS, N_POSE, POSE_GLOBAL, join_params
 
 @dataclass
 class FitConfig:
-    rigid_steps: int = 150
-    all_steps: int = 500
+    # 100 + 300 steps: on skimage's astronaut, 1.31 px mean residual at 224 px in 3.1 s (one thread, a busy
+    # machine); 150 + 500 reach 1.07 px in 5.5 s, 40 + 120 2.16 px in 1.6 s.
+    rigid_steps: int = 100
+    all_steps: int = 300
     learning_rate: float = 0.02
     weights: LossWeights = field(default_factory=LossWeights)  # λ_proj, λ_β, λ_ψ (λ_sc unused)
 
@@ -71,6 +73,7 @@ def fit_to_landmarks(decoder: Decoder, target: torch.Tensor, confidence: torch.T
         :class:`FitResult`; ``stages`` holds the fitted landmarks after each stage.
     """
     config = config or FitConfig()
+    decoder = decoder.for_landmarks()  # the same landmarks from the vertices they use: cheaper steps
     flame = decoder.flame
     batch, dtype, device = target.shape[0], flame.v_template.dtype, flame.v_template.device
     index = decoder.target_index

@@ -115,6 +115,41 @@ class FLAME(nn.Module):
                torch.long)
         buffer("contour_bary_coords", None if dynamic_embedding is None else dynamic_embedding["lmk_b_coords"])
 
+    def landmark_submodel(self) -> "FLAME":
+        """The same model restricted to the triangles its landmark tables use (and their vertices).
+
+        Skinning is per vertex and the joints come from the precomputed regressor terms, so the
+        vertices it keeps are exactly those of the full model; the landmark tables are re-indexed.
+        Fitting to landmarks runs on it: 374 of the default head's 4,926 vertices (a fit step 6.7 ms
+        on one thread). Its ``vertices`` are only those (``V' x 3``); use the full model for meshes.
+        """
+        if self.landmark_face_idx is None:
+            raise ModelFileError(f"{self.source}: the model has no landmark embedding to restrict to")
+        used = [self.landmark_face_idx.flatten()]
+        if self.contour_face_idx is not None:
+            used.append(self.contour_face_idx.flatten())
+        faces_kept = torch.unique(torch.cat(used))  # sorted
+        vertices_kept = torch.unique(self.faces[faces_kept].flatten())
+        new_vertex = torch.full((len(self.v_template),), -1, dtype=torch.long, device=self.faces.device)
+        new_vertex[vertices_kept] = torch.arange(len(vertices_kept), device=self.faces.device)
+        new_face = torch.full((len(self.faces),), -1, dtype=torch.long, device=self.faces.device)
+        new_face[faces_kept] = torch.arange(len(faces_kept), device=self.faces.device)
+        columns = (3 * vertices_kept[:, None] + torch.arange(3, device=self.faces.device)).flatten()
+        sub = FLAME.__new__(FLAME)
+        nn.Module.__init__(sub)
+        sub.n_shape, sub.n_expression, sub.parents = self.n_shape, self.n_expression, self.parents
+        sub.source, sub.is_embedded_default = f"{self.source} (landmark triangles)", self.is_embedded_default
+        buffers = {"v_template": self.v_template[vertices_kept], "faces": new_vertex[self.faces[faces_kept]],
+                   "directions": self.directions[:, columns], "joint_template": self.joint_template,
+                   "joint_directions": self.joint_directions, "joint_regressor": self.joint_regressor,
+                   "weights": self.weights[vertices_kept], "landmark_face_idx": new_face[self.landmark_face_idx],
+                   "landmark_bary_coords": self.landmark_bary_coords,
+                   "contour_face_idx": None if self.contour_face_idx is None else new_face[self.contour_face_idx],
+                   "contour_bary_coords": self.contour_bary_coords}
+        for name, value in buffers.items():
+            sub.register_buffer(name, value, persistent=False)
+        return sub
+
     # Views into the stacked basis, for teaching and inspection (``V x 3 x n``).
     def _basis(self, rows: slice) -> torch.Tensor:
         return self.directions[rows].T.reshape(self.v_template.shape[0], 3, -1)

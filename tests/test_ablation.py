@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from ringnet_lib import ablation
 
@@ -46,25 +47,43 @@ def test_unknown_run_is_an_error(tmp_path):
 
 
 def test_ci_command_writes_table_and_plot(tmp_path, capsys):
-    assert ablation.main(["--ci", "--out", str(tmp_path)]) == 0
+    assert ablation.main(["--ci", "--out", str(tmp_path), "--only", "ring R=4,no consistency", "--seeds", "0,1"]) == 0
     printed = capsys.readouterr().out
-    assert "| ring R=6 | 6 | ring |" in printed
+    assert "| ring R=4 | " in printed and "| no consistency | " in printed and "±" in printed
     rows = list(csv.DictReader((tmp_path / "ablation.csv").open()))
-    assert [r["run"] for r in rows] == [ablation.BASELINE, *ablation.ABLATIONS]
+    assert [(r["run"], r["seed"]) for r in rows] == [(ablation.BASELINE, ""), ("ring R=4", "0"), ("ring R=4", "1"),
+                                                      ("no consistency", "0"), ("no consistency", "1")]
     baseline = float(rows[0]["median_mm"])
     assert baseline > 0.1  # the mean shape is millimetres away from held-out identities
     for row in rows[1:]:
         assert int(row["steps"]) == ablation.MODES["ci"].train["max_steps"]
         assert 0 < float(row["median_mm"]) < 10 * baseline
         assert abs(float(row["vs_mean_shape"]) - float(row["median_mm"]) / baseline) < 1e-9
+        assert float(row["spread_ratio"]) > 0
     saved = json.loads((tmp_path / "ablation.json").read_text())
-    assert set(saved["landmark_loss"]) == set(ablation.ABLATIONS)
+    assert set(saved["landmark_loss"]) == {"ring R=4", "no consistency"}
+    assert all(len(curves) == 2 for curves in saved["landmark_loss"].values())  # one curve per seed
+    for entry in saved["summary"][1:]:  # mean and std over the two seeds, recomputed here
+        values = [float(r["vs_mean_shape"]) for r in rows if r["run"] == entry["run"]]
+        assert entry["vs_mean_shape"] == pytest.approx(sum(values) / 2)
+        assert entry["vs_mean_shape_std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
-    assert (tmp_path / "ablation.md").read_text().count("\n|") == len(rows) + 2  # header, separator, rows
-    for name in ablation.ABLATIONS:
-        checkpoint = tmp_path / "runs" / ablation.slug(name) / "checkpoint.pt"
-        assert checkpoint.is_file()
-        checkpoint.unlink()  # 140 MB each (weights + Adam state): do not leave them in pytest's tmp
+    assert (tmp_path / "ablation.md").read_text().count("\n|") == 3 + 2  # header, separator, baseline + 2 runs
+    for name in ("ring R=4", "no consistency"):
+        for seed in (0, 1):
+            checkpoint = tmp_path / "runs" / f"{ablation.slug(name)}_seed{seed}" / "checkpoint.pt"
+            assert checkpoint.is_file()
+            checkpoint.unlink()  # 140 MB each (weights + Adam state): do not leave them in pytest's tmp
+
+
+def test_shape_spread_ratio_on_known_cases():
+    identity = torch.tensor([0, 0, 1, 1])
+    perfect = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
+    assert ablation.shape_spread_ratio(perfect, identity) == 0.0
+    # Means at +-1 (between = 1); each image 0.5 from its mean along y (within = 0.25).
+    noisy = torch.tensor([[1.0, 0.5], [1.0, -0.5], [-1.0, 0.5], [-1.0, -0.5]])
+    assert ablation.shape_spread_ratio(noisy, identity) == pytest.approx(0.25)
+    assert ablation.shape_spread_ratio(torch.zeros(4, 2), identity) == float("inf")
 
 
 def test_heldout_set_is_apart_from_training(tmp_path):

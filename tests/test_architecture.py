@@ -21,7 +21,7 @@ LAYERS = [
     ("data", ["data"]),
     ("training", ["training", "train"]),
     ("evaluation", ["evaluation"]),
-    ("front doors", ["demo", "ablation", "viz", "interactive", "notebook", "testing", "check_kernel"]),
+    ("front doors", ["demo", "ablation", "viz", "interactive", "notebook", "course", "testing", "check_kernel"]),
 ]
 # viz draws pictures for everything above data; it is a leaf (it imports nothing of ours but params).
 LEAVES = {"viz"}

@@ -163,3 +163,23 @@ def test_neutral_and_initial_params():
     assert torch.allclose((landmarks.amax(0) + landmarks.amin(0)) / 2, torch.zeros(2), atol=1e-6)
     chosen = decoder.initial_params(camera=torch.tensor([7.0, 0.1, -0.2]))
     assert torch.equal(chosen[:3], torch.tensor([7.0, 0.1, -0.2])) and (chosen[3:] == 0).all()
+
+
+@pytest.mark.parametrize("model", ["default", "random"])
+@pytest.mark.parametrize("landmarks68", [True, False])
+def test_the_landmark_submodel_gives_the_same_landmarks_and_gradients(random_folder, model, landmarks68):
+    """for_landmarks() (what fitting uses) keeps only the landmarks' triangles: the same landmarks to the bit,
+    the same gradients (float64, up to summation order), and exactly the full model's vertices where it keeps them."""
+    full = Decoder(FLAME(None if model == "default" else random_folder, dtype=torch.float64), landmarks68=landmarks68)
+    small = full.for_landmarks()
+    if model == "default":  # a random contour table touches almost every triangle of a 400-vertex model
+        assert len(small.flame.v_template) < len(full.flame.v_template) / 3
+    params = random_params(6, seed=5).double().requires_grad_(True)
+    a, b = full(params), small(params)
+    assert torch.equal(a.landmarks3d, b.landmarks3d) and torch.equal(a.landmarks2d, b.landmarks2d)
+    kept = torch.unique(full.flame.faces[torch.unique(torch.cat(
+        [full.flame.landmark_face_idx.flatten(), full.flame.contour_face_idx.flatten()]))].flatten())
+    assert torch.equal(a.vertices[:, kept], b.vertices)
+    grad_full, = torch.autograd.grad(a.landmarks2d.square().sum(), params)
+    grad_small, = torch.autograd.grad(b.landmarks2d.square().sum(), params)
+    assert torch.allclose(grad_full, grad_small, atol=1e-10, rtol=1e-10)

@@ -30,6 +30,7 @@ import contextlib
 import shutil
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
@@ -97,42 +98,76 @@ def write_metadata(root: str | Path, image: Sequence[str], identity: np.ndarray,
 
 
 def validate_metadata(meta: dict, source: str) -> None:
-    """Raise :class:`DatasetFormatError` naming the key (and the files) that break the format."""
-    for key in ("image", "identity", "identity_name", "landmarks", "confidence"):
+    """Check everything docs/dataset_format.md promises; raise :class:`DatasetFormatError` naming the key
+    (and the files) that break it: the format version, every dtype and shape, identities, finite values
+    (ground truth included), confidences in [0, 1], landmarks within an image side of their image, and
+    image paths that stay inside the dataset folder."""
+    def fail(message: str) -> DatasetFormatError:
+        return DatasetFormatError(f"{source}: {message} (see docs/dataset_format.md)")
+
+    for key in ("format_version", "image", "identity", "identity_name", "landmarks", "confidence"):
         if key not in meta:
-            raise DatasetFormatError(f"{source}: metadata has no '{key}' (see docs/dataset_format.md)")
+            raise fail(f"metadata has no '{key}'")
+    version = np.asarray(meta["format_version"])
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != FORMAT_VERSION:
+        raise fail(f"'format_version' is {version.tolist()!r}; this ringnet_lib reads version {FORMAT_VERSION}")
+    kinds = {"image": "U", "identity_name": "U", "identity": "iu", "landmarks": "fiu", "confidence": "fiu"}
+    kinds.update({key: "fiu" for key in OPTIONAL_PER_IMAGE if key in meta})
+    kinds.update({key: "fiu" for key in ("neutral_vertices", "faces") if key in meta})
+    for key, allowed in kinds.items():
+        if np.asarray(meta[key]).dtype.kind not in allowed:
+            wanted = "strings" if allowed == "U" else "integers" if allowed == "iu" else "real numbers"
+            raise fail(f"'{key}' must hold {wanted}, got {np.asarray(meta[key]).dtype}")
     n = len(meta["image"])
     if n == 0:
-        raise DatasetFormatError(f"{source}: the dataset has no images")
+        raise fail("the dataset has no images")
     expected = {"identity": (n,), "landmarks": (n, N_LANDMARKS, 2), "confidence": (n, N_LANDMARKS)}
     expected.update({key: (n, size) for key, size in OPTIONAL_PER_IMAGE.items() if key in meta})
     for key, shape in expected.items():
         if tuple(meta[key].shape) != shape:
-            raise DatasetFormatError(f"{source}: '{key}' must have shape {shape} for {n} images, "
-                                     f"got {tuple(meta[key].shape)}")
+            raise fail(f"'{key}' must have shape {shape} for {n} images, got {tuple(meta[key].shape)}")
     identity, names = meta["identity"], meta["identity_name"]
     if identity.min() < 0 or identity.max() >= len(names):
-        raise DatasetFormatError(f"{source}: 'identity' must lie in 0..{len(names) - 1} (one name per identity)")
-    for key in ("landmarks", "confidence"):
+        raise fail(f"'identity' must lie in 0..{len(names) - 1} (one name per identity)")
+    for key in ("landmarks", "confidence", *[k for k in OPTIONAL_PER_IMAGE if k in meta]):
         bad = ~np.isfinite(meta[key]).reshape(n, -1).all(axis=1)
         if bad.any():
-            files = ", ".join(meta["image"][bad][:5])
-            raise DatasetFormatError(f"{source}: '{key}' has NaN/inf values for {bad.sum()} image(s): {files}")
+            raise fail(f"'{key}' has NaN/inf values for {bad.sum()} image(s): {', '.join(meta['image'][bad][:5])}")
     conf = meta["confidence"]
     if conf.min() < 0 or conf.max() > 1:
-        raise DatasetFormatError(f"{source}: 'confidence' must lie in [0, 1]")
+        raise fail("'confidence' must lie in [0, 1]")
+    # Landmarks are pixels of a square crop in which the face spans at least a tenth of the side, so no
+    # coordinate lies more than 10 face extents from the origin (the exact bound, with the image's side,
+    # is checked when an image is loaded): 1e6 px, or normalised coordinates stored as pixels, are caught here.
+    landmarks = np.asarray(meta["landmarks"], dtype=np.float64)
+    extent = (landmarks.max(axis=1) - landmarks.min(axis=1)).max(axis=1)  # N, each face's size in pixels
+    far = np.abs(landmarks).max(axis=(1, 2)) > 10 * np.maximum(extent, 1.0)
+    if far.any():
+        raise fail(f"'landmarks' lie far outside their images for {far.sum()} image(s) (pixels of the stored image "
+                   f"are expected): {', '.join(meta['image'][far][:5])}")
+    for name in meta["image"]:
+        relative = Path(str(name))
+        if relative.is_absolute() or ".." in relative.parts or not str(name):
+            raise fail(f"image path {str(name)!r} must be relative and stay inside the dataset folder")
     if "neutral_vertices" in meta and len(meta["neutral_vertices"]) != len(names):
-        raise DatasetFormatError(f"{source}: 'neutral_vertices' needs one mesh per identity ({len(names)})")
+        raise fail(f"'neutral_vertices' needs one mesh per identity ({len(names)})")
 
 
 def read_metadata(root: str | Path) -> dict[str, np.ndarray]:
-    """Load and validate ``root/metadata.npz`` into a dict of arrays."""
+    """Load and validate ``root/metadata.npz`` into a dict of arrays (never unpickling anything)."""
     path = Path(root) / METADATA_NAME
     if not path.is_file():
         raise DatasetFormatError(f"{path}: no such file; a dataset folder holds images and {METADATA_NAME} "
                                  "(make one with `python -m ringnet_lib.data.synthesize` or `... .photos`)")
-    with np.load(path, allow_pickle=False) as data:
-        meta = {key: data[key] for key in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = {key: data[key] for key in data.files}
+    except ValueError as error:  # an object array: numpy refuses to unpickle it
+        raise DatasetFormatError(f"{path}: holds arrays numpy can only read by unpickling ({error}); a dataset's "
+                                 "metadata is plain arrays (see docs/dataset_format.md)") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DatasetFormatError(f"{path}: not a readable .npz ({type(error).__name__}: {error}); the file is "
+                                 "corrupt or truncated: write it again") from None
     validate_metadata(meta, str(path))
     return meta
 
@@ -211,8 +246,13 @@ class FaceDataset(torch.utils.data.Dataset):
         """Image ``index``, mirrored left-right when ``flip`` (landmarks mirrored and re-indexed with
         :data:`~ringnet_lib.data.augment.IBUG68_FLIP`)."""
         row = self.rows[index]
-        image, stored_size = load_image(self.root / self.meta["image"][row], self.image_size)
-        landmarks = pixels_to_normalized(torch.as_tensor(self.meta["landmarks"][row]), stored_size)
+        path = self.root / self.meta["image"][row]
+        image, stored_size = load_image(path, self.image_size)
+        pixels = torch.as_tensor(self.meta["landmarks"][row])
+        if (pixels < -stored_size).any() or (pixels > 2 * stored_size).any():  # more than a side outside
+            raise DatasetFormatError(f"{path}: its landmarks lie more than the image's side ({stored_size} px) "
+                                     "outside it; metadata.npz must hold pixels of the stored image")
+        landmarks = pixels_to_normalized(pixels, stored_size)
         item = {"image": image, "landmarks": landmarks.float(),
                 "confidence": torch.as_tensor(self.meta["confidence"][row]).float(),
                 "identity": torch.tensor(int(self.meta["identity"][row])), "index": torch.tensor(int(index))}

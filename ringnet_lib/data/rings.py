@@ -139,9 +139,9 @@ class FolderRingSet(torch.utils.data.Dataset):
     def rings_per_epoch(self) -> int:
         return self.builder.rings_per_epoch
 
-    @property
-    def mean_camera(self) -> torch.Tensor | None:
-        """``3``: the average ground-truth camera, when the dataset has one."""
+    def mean_camera(self, decoder=None) -> torch.Tensor | None:
+        """``3``: the average ground-truth camera, when the dataset has one (the encoder's starting camera;
+        ``decoder`` is not needed here, as it is for rendered rings)."""
         return self.faces.mean_camera
 
     def __len__(self) -> int:

@@ -135,32 +135,55 @@ class Synthesizer:
                 "shift": rng.uniform(-c.centre_jitter, c.centre_jitter, 2),
                 "background_seed": rng.integers(2**31)}
 
-    @torch.no_grad()
-    def render_batch(self, pairs: list[tuple[int, int]]) -> SynthBatch:
-        """Render the images ``(identity, k)`` listed in ``pairs``."""
-        size = self.config.size
+    def draw(self, pairs: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """Everything random about the images ``(identity, k)`` in ``pairs``, as CPU tensors (cheap; no FLAME,
+        no rendering): ``true_shape`` N x 100, ``albedo`` N x V x 3, ``true_expression`` N x 50, ``true_pose``
+        N x 6 (global, jaw), ``light``, ``ambient``, ``diffuse`` N x 3, ``fill`` N, ``shift`` N x 2, ``background``
+        N x 3 x S x S. A DataLoader worker draws; :meth:`render_drawn` renders on the training device."""
         ids = {i: self.identity(i) for i in sorted({i for i, _ in pairs})}
         draws = [self.image_parameters(i, k) for i, k in pairs]
         stack = lambda values: torch.as_tensor(np.stack(values), dtype=torch.float32)
-        shape = stack([ids[i][0] for i, _ in pairs])
-        albedo = stack([ids[i][1] for i, _ in pairs])
-        expression, pose = stack([d["expression"] for d in draws]), stack([d["pose"] for d in draws])
-        pose6 = torch.cat([pose[:, joint_pose(GLOBAL)], pose[:, joint_pose(JAW)]], dim=1)
-        unframed = self.decoder(join_params(torch.zeros(len(pairs), 3), pose6, shape, expression))
-        # Loose crop: the landmarks fill `fill` of the crop; shift the face off centre a little.
+        pose = stack([d["pose"] for d in draws])
+        return {"true_shape": stack([ids[i][0] for i, _ in pairs]), "albedo": stack([ids[i][1] for i, _ in pairs]),
+                "true_expression": stack([d["expression"] for d in draws]),
+                "true_pose": torch.cat([pose[:, joint_pose(GLOBAL)], pose[:, joint_pose(JAW)]], dim=1),
+                **{key: stack([d[key] for d in draws]) for key in ("light", "ambient", "diffuse", "fill", "shift")},
+                "background": torch.cat([appearance.random_background(1, self.config.size,
+                                                                      np.random.default_rng(d["background_seed"]))
+                                         for d in draws])}
+
+    @torch.no_grad()
+    def frame(self, drawn: dict[str, torch.Tensor], decoder: Decoder):
+        """The posed heads of :meth:`draw`'s images (a :class:`~ringnet_lib.decoder.DecoderOutput` with no camera)
+        and their cameras ``N x 3``: a loose crop, the landmarks filling ``fill`` of it, the face's centre
+        shifted by ``shift``."""
+        device = decoder.flame.v_template.device
+        count = len(drawn["true_shape"])
+        unframed = decoder(join_params(torch.zeros(count, 3, device=device), drawn["true_pose"].to(device),
+                                       drawn["true_shape"].to(device), drawn["true_expression"].to(device)))
         camera = camera_looking_at(unframed.landmarks3d, fill=1.0)
-        camera[:, 0] *= stack([d["fill"] for d in draws])
-        camera[:, 1:] += stack([d["shift"] for d in draws]) / camera[:, :1]
-        background = torch.cat([appearance.random_background(1, size, np.random.default_rng(d["background_seed"]))
-                                for d in draws])
-        vertices = unframed.vertices
-        images, fragments = render.render(vertices, self.decoder.flame.faces, camera, size, albedo,
-                                          stack([d["light"] for d in draws]), stack([d["ambient"] for d in draws]),
-                                          stack([d["diffuse"] for d in draws]), background)
-        pixels = normalized_to_pixels(self.decoder.project(unframed.landmarks3d, camera), size)
+        camera[:, 0] *= drawn["fill"].to(device)
+        camera[:, 1:] += drawn["shift"].to(device) / camera[:, :1]
+        return unframed, camera
+
+    @torch.no_grad()
+    def render_drawn(self, drawn: dict[str, torch.Tensor], decoder: Decoder | None = None) -> SynthBatch:
+        """Render :meth:`draw`'s images with ``decoder`` (default: this synthesizer's), on the decoder's device."""
+        decoder = self.decoder if decoder is None else decoder
+        d = {key: value.to(decoder.flame.v_template.device) for key, value in drawn.items()}
+        size = self.config.size
+        unframed, camera = self.frame(d, decoder)
+        images, fragments = render.render(unframed.vertices, decoder.flame.faces, camera, size, d["albedo"],
+                                          d["light"], d["ambient"], d["diffuse"], d["background"])
+        pixels = normalized_to_pixels(decoder.project(unframed.landmarks3d, camera), size)
         confidence = landmark_confidence(pixels, camera[:, :1] * unframed.landmarks3d[..., 2], fragments.depth,
                                          VISIBILITY_TOLERANCE_M * camera[:, :1])
-        return SynthBatch(images, pixels, confidence, shape, expression, unframed.pose, camera, vertices, fragments)
+        return SynthBatch(images, pixels, confidence, d["true_shape"], d["true_expression"], unframed.pose, camera,
+                          unframed.vertices, fragments)
+
+    def render_batch(self, pairs: list[tuple[int, int]]) -> SynthBatch:
+        """Render the images ``(identity, k)`` listed in ``pairs`` (:meth:`draw`, then :meth:`render_drawn`)."""
+        return self.render_drawn(self.draw(pairs))
 
 
 def landmark_confidence(pixels: torch.Tensor, depth: torch.Tensor, zbuffer: torch.Tensor,
@@ -183,7 +206,7 @@ def landmark_confidence(pixels: torch.Tensor, depth: torch.Tensor, zbuffer: torc
     front = -torch.nn.functional.max_pool2d(-zbuffer.nan_to_num(neginf=-1e9)[:, None], 3, 1, 1)[:, 0]
     col, row = pixels[..., 0].floor().long(), pixels[..., 1].floor().long()
     inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
-    batch = torch.arange(len(pixels))[:, None].expand_as(col)
+    batch = torch.arange(len(pixels), device=pixels.device)[:, None].expand_as(col)
     nearest = front[batch, row.clamp(0, size - 1), col.clamp(0, size - 1)]
     visible = depth >= nearest - tolerance
     confidence = torch.where(visible, 1.0, OCCLUDED_CONFIDENCE)

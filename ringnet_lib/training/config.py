@@ -57,6 +57,9 @@ class TrainConfig:
                                       "data", applies_to=(RENDER,))
     images_per_identity: int = _field(5, "views drawn per pool identity", "data", applies_to=(RENDER,))
     n_rings: int | None = _field(None, "rings per epoch (none: one per pool identity)", "data", applies_to=(RENDER,))
+    style: Literal["grey", "textured"] = _field("grey", "rendered pictures: grey heads on black, or the textured "
+                                                "generator's (skin, hair, light, backgrounds)", "data",
+                                                applies_to=(RENDER,))
     flip_probability: float = _field(0.0, "chance of a horizontal flip per image", "data", applies_to=FOLDERS)
     # model
     trunk: Literal["resnet18", "resnet34", "resnet50", "resnet101", "small_cnn"] = _field(
@@ -105,6 +108,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
             setattr(self, item.name, coerce(TrainConfig, item.name, getattr(self, item.name)))
+        # Paths are kept absolute, so a checkpoint names its model and data wherever it is read from.
+        for name in ("out_dir", "flame_model", "trunk_weights"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).expanduser().resolve())
+        if self.data not in (RENDER, SYNTHETIC):
+            self.data = str(Path(self.data).expanduser().resolve())
+        if self.resume not in (None, "auto"):
+            self.resume = str(Path(self.resume).expanduser().resolve())
 
     @classmethod
     def from_preset(cls, preset: str = "quick", **overrides) -> "TrainConfig":
@@ -147,11 +158,13 @@ PRESETS = {
     "quick": dict(trunk="resnet18", image_size=64, ring_size=4, batch_size=4, epochs=5, data=RENDER,
                   n_identities=1000, images_per_identity=5, dropout=0.1, eval_rings=32,
                   out_dir="runs/quick", log_every=10, image_every=250, checkpoint_every=250),
-    # The paper's set-up, for a GPU: R = 6, 224 px, ResNet-50, lr 1e-4, on rings rendered on the
-    # device from 20,000 identities x 6 views; 10 epochs of 2,500 steps = 200,000 rings, 1.2 M images.
+    # The paper's set-up, for a GPU: R = 6, 224 px, ResNet-50, lr 1e-4, 8 rings (48 images) a step, on
+    # textured rings rendered on the device, a fresh pair of identities for every ring: an epoch is
+    # 20,000 rings (2,500 steps, 120,000 images, 40,000 people), 10 epochs 200,000 rings and 1.2 M images.
     "paper": dict(trunk="resnet50", image_size=224, ring_size=6, batch_size=8, epochs=10, data=RENDER,
-                  n_identities=20000, images_per_identity=6, dropout=0.5, device="cuda", workers=4,
-                  out_dir="runs/paper", checkpoint_every=500, log_every=20, image_every=500, eval_rings=64),
+                  style="textured", n_identities=None, n_rings=20000, images_per_identity=6, dropout=0.5,
+                  device="cuda", workers=4, out_dir="runs/paper", checkpoint_every=500, log_every=20,
+                  image_every=500, eval_rings=64),
 }
 
 

@@ -24,12 +24,13 @@ from ..decoder import Decoder
 from .config import RENDER, SYNTHETIC, TrainConfig
 
 
-def make_rings(config: TrainConfig):
-    """The ring dataset ``config.data`` names (errors for a missing folder or too-large rings come here)."""
+def make_rings(config: TrainConfig, decoder: Decoder | None = None):
+    """The ring dataset ``config.data`` names (errors for a missing folder or too-large rings come here);
+    ``decoder``: the run's model, on which the textured style draws its appearance (default: the default head)."""
     if config.data == RENDER:
         return SyntheticRingSet(n_identities=config.n_identities, images_per_identity=config.images_per_identity,
                                 ring_size=config.ring_size, image_size=config.image_size, seed=config.data_seed,
-                                n_rings=config.n_rings)
+                                n_rings=config.n_rings, style=config.style, decoder=decoder)
     path = SYNTHETIC_SAMPLE if config.data == SYNTHETIC else Path(config.data).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"data={config.data!r}: no such folder ({path}). Use 'render', 'synthetic', or the "

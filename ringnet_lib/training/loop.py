@@ -174,10 +174,10 @@ def _train(config: TrainConfig, on_step, device, context, decoder: Decoder | Non
     for message in result.warnings:
         print(f"warning: {message}")
     decoder = build_decoder(config) if decoder is None else decoder
-    rings = make_rings(config)  # bad paths / ring sizes fail here, before any training
+    rings = make_rings(config, decoder)  # bad paths / ring sizes fail here, before any training
     decoder = decoder.to(device)
     seed_everything(config.seed)  # the same initial weights in every process
-    encoder = build_encoder(config, decoder, getattr(rings, "mean_camera", None)).to(device)
+    encoder = build_encoder(config, decoder, rings.mean_camera(decoder)).to(device)
     use_cuda = device.type == "cuda"
     if use_cuda and config.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
