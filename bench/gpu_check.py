@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== 1. the 6-branch step vs a plain ResNet-50 step ({device}, {size} px, {rings_per_step} rings of 6)")
     steps = compare_steps((size,), rings_per_step, 6, repeats=2 if args.tiny else 10, warmup=1 if args.tiny else 3,
                           device=device, trunk="resnet18" if args.tiny else "resnet50")[0]
-    print(f"== 2. rendering a batch on the device vs the training step on it")
+    print("== 2. rendering a batch on the device vs the training step on it")
     config = TrainConfig.from_preset("paper", device=device, out_dir=out / "paper_run", overwrite=True,
                                      tensorboard=False, **tiny)
     render = render_against_step(config, batches=2 if args.tiny else 10)

@@ -32,7 +32,7 @@ _MODULES = {
     "ringnet_lib.contour": ("contour",),
     "ringnet_lib.model_io": ("model_io",),
     # learning: the encoder, the losses, fitting
-    "ringnet_lib.encoder": ("RingNetEncoder",),
+    "ringnet_lib.encoder": ("RingNetEncoder", "normalize_images"),
     "ringnet_lib.losses": ("losses",),
     "ringnet_lib.fitting": ("fit_to_landmarks", "FitConfig"),
     # data
@@ -42,6 +42,8 @@ _MODULES = {
     "ringnet_lib.data.sampler": ("ring_loader", "collate_rings"),
     "ringnet_lib.data.synthesize": ("SynthConfig", "Synthesizer", "synthesize_dataset"),
     "ringnet_lib.data.images": ("read_image",),
+    "ringnet_lib.data.augment": ("IBUG68_FLIP", "flip_sample", "flip_landmarks"),
+    "ringnet_lib.training.data": ("make_rings", "make_loader", "prepare_batch"),
     "ringnet_lib.data.samples": ("samples",),
     # training
     "ringnet_lib.training": ("TrainConfig", "train", "ring_step", "load_encoder", "load_checkpoint",

@@ -4,47 +4,12 @@ from __future__ import annotations
 import inspect
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# The photos extra (dlib + a 100 MB predictor trained on research-only data) is
-# opt-in everywhere, so the conda environment leaves it out too.
-OPTIONAL_EXTRAS_NOT_IN_CONDA = {"photos"}
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-
-
-def _name(requirement: str) -> str:
-    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
-
-
-def test_environment_yml_lists_the_same_packages_as_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {_name(r) for r in project["dependencies"]}
-    for extra_name, extra in project["optional-dependencies"].items():
-        if extra_name in OPTIONAL_EXTRAS_NOT_IN_CONDA:
-            continue
-        declared |= {_name(r) for r in extra}
-    pip_section = []
-    in_pip = False
-    for line in (ROOT / "environment.yml").read_text().splitlines():
-        stripped = line.strip()
-        if stripped == "- pip:":
-            in_pip = True
-        elif in_pip and stripped.startswith("- "):
-            pip_section.append(stripped[2:])
-    conda_listed = {_name(r) for r in pip_section if not r.startswith("-e")}
-    assert conda_listed == declared, (f"only in environment.yml: {conda_listed - declared}; "
-                                      f"only in pyproject.toml: {declared - conda_listed}")
-
-
-def test_torch_pins_agree_between_makefile_and_environment():
-    makefile = (ROOT / "Makefile").read_text()
-    environment = (ROOT / "environment.yml").read_text()
-    for pin in re.findall(r"(torch(?:vision)?==[\d.]+)", environment):
-        assert pin in makefile
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -77,12 +77,14 @@ class RingBuilder:
         """One line about identities that are not full anchors (empty when all are)."""
         parts = []
         if self.others_only:
-            parts.append(f"{len(self.others_only)} identit{'y' if len(self.others_only) == 1 else 'ies'} with a "
-                         f"single image only serve as the other person: {', '.join(self.others_only[:10])}")
+            one = len(self.others_only) == 1
+            parts.append(f"{len(self.others_only)} identit{'y' if one else 'ies'} with a single image only "
+                         f"serve{'s' if one else ''} as the other person: {', '.join(self.others_only[:10])}")
         if self.small_identities:
-            parts.append(f"{len(self.small_identities)} identit{'y' if len(self.small_identities) == 1 else 'ies'} "
-                         f"with fewer than R-1 = {self.ring_size - 1} images repeat images in their rings: "
-                         f"{', '.join(self.small_identities[:10])}")
+            one = len(self.small_identities) == 1
+            parts.append(f"{len(self.small_identities)} identit{'y' if one else 'ies'} with fewer than R-1 = "
+                         f"{self.ring_size - 1} images repeat{'s' if one else ''} images in "
+                         f"{'its' if one else 'their'} rings: {', '.join(self.small_identities[:10])}")
         return "; ".join(parts)
 
     def epoch_rings(self, epoch: int) -> np.ndarray:

@@ -2,7 +2,8 @@
 
     from ringnet_lib.evaluation import now_errors, evaluate_shapes, heldout_betas, results_table
 
-Modules: :mod:`.geometry` (exact closest points on a mesh), :mod:`.now` (crop, alignment, ICP,
+Modules: :mod:`.geometry` (the exact closest point on a triangle), :mod:`.mesh_index` (exact and fast
+on a whole mesh: a bounding-volume hierarchy, and a tracker for ICP), :mod:`.now` (crop, alignment, ICP,
 statistics), :mod:`.benchmark` (synthetic scans, ``evaluate_shapes``, tables), :mod:`.export`
 (NoW's file layout), :mod:`.identifiability` (what landmarks can tell), :mod:`.diagnostics`
 (what a network learned), :mod:`.trained` (a checkpoint's report). NoW's 7 landmarks and crop
@@ -14,7 +15,7 @@ from ..face_region import (NOW_IBUG68, NOW_LANDMARK_NAMES, NOW_STATIC_INDEX, Cro
 from .benchmark import (HELDOUT_SEED, SyntheticScan, evaluate_shapes, heldout_betas, make_scan, neutral_meshes,
                         results_rows, results_table, sample_surface)
 from .export import now_prediction_paths, write_now_prediction, write_obj
-from .geometry import (MeshDistance, closest_point_barycentrics, closest_points_on_mesh, closest_points_on_triangles,
-                       point_to_mesh_distance)
+from .geometry import MeshDistance, closest_point_barycentrics, closest_points_on_triangles
+from .mesh_index import MeshIndex, MeshTracker, closest_points_on_mesh, point_to_mesh_distance
 from .now import (NowResult, align_by_landmarks, crop_mesh, crop_points, cumulative_error_curve, now_errors,
                   refine_alignment, summarize_errors)

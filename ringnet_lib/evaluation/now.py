@@ -25,7 +25,8 @@ from ..checks import check_finite
 from ..face_region import NOW_LANDMARK_NAMES, check_landmarks, crop_mask, crop_sphere
 from ..lbs import batch_rodrigues
 from ..mesh import keep_vertices
-from .geometry import closest_points_on_mesh
+from .geometry import MeshDistance
+from .mesh_index import MeshIndex, MeshTracker
 
 
 def crop_points(points: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
@@ -102,6 +103,15 @@ def _point_to_plane_step(scan_points: torch.Tensor, match, triangles: torch.Tens
     return Similarity(scale, rotation, translation)
 
 
+def _closest_on_moved_mesh(tracker: MeshTracker, transform: Similarity, points: torch.Tensor) -> MeshDistance:
+    """Closest points of ``points`` on ``transform.apply(mesh)``: the unmoved mesh's answer for the
+    inversely moved points, moved back (a similarity keeps closest points; distances scale by s)."""
+    local = (points - transform.translation) @ transform.rotation / transform.scale
+    match = tracker.closest_points(local)
+    return MeshDistance(match.distances * transform.scale, transform.apply(match.closest_points), match.face_index,
+                        match.barycentrics)
+
+
 def refine_alignment(scan_points: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
                      iterations: int = 10, with_scale: bool = True, tolerance: float = 1e-3) -> IcpResult:
     """ICP refinement: move the mesh to reduce the scan-to-mesh distances.
@@ -127,7 +137,12 @@ def refine_alignment(scan_points: torch.Tensor, vertices: torch.Tensor, faces: t
     """
     scan_points = scan_points.to(vertices.dtype)
     transform = Similarity.identity(vertices.dtype)
-    match = closest_points_on_mesh(scan_points, vertices, faces)
+    # One index of the unmoved mesh for the whole refinement: each proposal moves the scan by its
+    # inverse instead. The tracker searches again only the points whose closest triangle a move
+    # may have changed (bench/point_to_mesh.py's 100k-point scan: 100 %, 100 %, 60 %, 26 % of the
+    # points at the 4 queries), and every answer stays exact.
+    tracker = MeshTracker(MeshIndex(vertices, faces))
+    match = _closest_on_moved_mesh(tracker, transform, scan_points)
     start_distances = match.distances
     history, rms = [float(match.distances.mean())], [float(match.distances.square().mean().sqrt())]
     triangles0 = vertices[faces.long()]
@@ -140,7 +155,7 @@ def refine_alignment(scan_points: torch.Tensor, vertices: torch.Tensor, faces: t
                      lambda: umeyama(anchors, scan_points, with_scale=with_scale)]
         for propose in proposals:
             candidate = propose()
-            new_match = closest_points_on_mesh(scan_points, candidate.apply(vertices), faces)
+            new_match = _closest_on_moved_mesh(tracker, candidate, scan_points)
             new_rms = float(new_match.distances.square().mean().sqrt())
             if new_rms < rms[-1]:
                 break
