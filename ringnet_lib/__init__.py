@@ -42,6 +42,7 @@ _MODULES = {
     "ringnet_lib.data.sampler": ("ring_loader", "collate_rings"),
     "ringnet_lib.data.synthesize": ("SynthConfig", "Synthesizer", "synthesize_dataset"),
     "ringnet_lib.data.images": ("read_image",),
+    "ringnet_lib.data.photos": ("photos", "dlib_available", "loose_square", "get_detector"),
     "ringnet_lib.data.augment": ("IBUG68_FLIP", "flip_sample", "flip_landmarks"),
     "ringnet_lib.training.data": ("make_rings", "make_loader", "prepare_batch"),
     "ringnet_lib.data.samples": ("samples",),
@@ -52,8 +53,8 @@ _MODULES = {
     "ringnet_lib.evaluation": ("evaluation", "evaluate_shapes", "now_errors"),
     "ringnet_lib.alignment": ("umeyama",),
     "ringnet_lib.evaluation.identifiability": ("landmark_shape_information",),
-    "ringnet_lib.evaluation.diagnostics": ("diagnose_encoder",),
-    "ringnet_lib.evaluation.trained": ("benchmark_checkpoint",),
+    "ringnet_lib.evaluation.diagnostics": ("diagnose_encoder", "diagnostics_figure"),
+    "ringnet_lib.evaluation.trained": ("benchmark_checkpoint", "benchmark_encoder"),
     # front doors
     "ringnet_lib.demo": ("demo", "run_demo"),
     "ringnet_lib.ablation": ("ablation",),
