@@ -79,13 +79,24 @@ ablation: setup
 ablation-ci: setup
 	$(PY) -m ringnet_lib.ablation --ci --out $(OUT)/ablation_ci
 
-# The course site (Jupyter Book) from freshly executed notebooks, in $(OUT)/site/html; see site/README.md.
-site: setup
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[site]'
-	$(PY) site/build.py --out $(OUT)/site
+# The course site (Jupyter Book 1) from freshly executed notebooks, in $(OUT)/site/html; see site/README.md.
+# SITE_FLAGS: --smoke (CI mode: every notebook's quick version; implied when CI=true is set, as in CI),
+# --executed $(OUT) (reuse make demo's executed notebooks, execute only the others).
+SITE_FLAGS ?=
+site: $(VENV)/.site-installed
+	$(PY) site/build.py --out $(OUT)/site $(SITE_FLAGS)
 
-# The site in a real headless browser (Debian's chromium): every page loads, shows its figures, renders maths.
+$(VENV)/.site-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[site]'
+	touch $@
+
+# The site in a real headless browser (Debian's chromium, installed with apt-get when missing: needs root):
+# every page loads with no console error, shows its figures, renders its maths, keeps solutions collapsed;
+# a screenshot of each page in $(OUT)/site/shots/.
 site-test: site
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "installing Debian's chromium and chromium-driver (apt-get, as root)"; \
+		apt-get update -q && apt-get install -y -q chromium chromium-driver; }
 	$(PY) -m pytest -q -p no:cacheprovider site/test_site.py --site $(OUT)/site
 
 # On a GPU machine: the prepared check (train step, renders, a 5-minute paper-preset run, its NoW score).
