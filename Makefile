@@ -23,7 +23,10 @@ PAPERMILL := $(PY) -m papermill -k python3 --cwd notebooks
 
 .PHONY: setup demo test student bench ring-effect ablation ablation-ci site site-test gpu-check clean
 
+# setup also writes the student versions (solutions replaced by stubs) into student/, where learners
+# work; notebooks already there are never replaced.
 setup: $(VENV)/.installed
+	@$(PY) -m ringnet_lib.course student notebooks student --quiet
 
 # The test extras include the optional photos extra (dlib's 68 landmarks, 4 s to install): its model was
 # trained on iBUG 300-W images, which are for research use only (README).

@@ -146,12 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     student.add_argument("source", type=Path, help="the solution notebooks' folder")
     student.add_argument("out", type=Path, help="where the student versions go")
     student.add_argument("--force", action="store_true", help="replace notebooks already there (a learner's work)")
+    student.add_argument("--quiet", action="store_true", help="one line, only when something was written")
     listing = commands.add_parser("list", help="list the exercises")
     listing.add_argument("source", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.command == "student":
             written, kept = write_student_versions(args.source, args.out, args.force)
+            if args.quiet:
+                if written:
+                    print(f"student versions of {len(written)} notebook(s) in {args.out}/ (where you work)")
+                return 0
             for path in written:
                 print(f"wrote {path}")
             if kept:

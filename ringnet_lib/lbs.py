@@ -54,6 +54,8 @@ def batch_rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
     R = I + sin(t)/t * K + (1 - cos t)/t^2 * K^2, with K the cross-product
     matrix of the unnormalised vector r and t = |r|. Written this way the
     formula is smooth at r = 0, so gradients at the rest pose are exact.
+    Why our own (scipy's ``Rotation.from_rotvec`` does the same): the encoder's
+    poses need gradients, on the training device, in batches; scipy's is numpy.
 
     Args:
         axis_angle: ``N x 3``.

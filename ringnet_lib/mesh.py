@@ -1,9 +1,9 @@
 """Small mesh operations shared by the renderer, the contour builder, the default head and NoW's crop.
 
-Why our own (trimesh does each of these on a ``Trimesh``): they run on batches of torch
-meshes, on the training device, inside the renderer and the contour builder, where building
-a ``Trimesh`` per mesh would cost more than the operation (trimesh's ``vertex_normals`` on one
-5k-vertex head: 1.9 ms plus 3.4 ms to build the object; ours on 32 heads at once: 2.6 ms).
+Why our own (trimesh does each of these on a ``Trimesh``): they run on batches of torch meshes,
+on the training device, inside the renderer and the contour builder. Measured on 32 posed default
+heads (4,926 vertices, one thread): :func:`vertex_normals` on the batch 28 ms; trimesh 5.2's
+``Trimesh.vertex_normals``, one mesh at a time, 125 ms (building the objects is 1 ms of it).
 """
 from __future__ import annotations
 

@@ -4,10 +4,12 @@
     plot_mesh(ax, vertices, faces, view="side")       # one panel
     draw_mesh_2d(ax, pixels, vertices, faces)         # a posed mesh over a photo (pixels from the camera)
 
-Why our own: matplotlib's ``plot_trisurf`` and mplot3d sort polygons by their centres only per
-collection and cannot cull back faces, so a head shows its far side through its face; a
-painter's algorithm over culled faces gives the right occlusion for a convex-ish head, in a
-plain 2D Axes, fast enough for notebooks (10k faces in about 0.1 s).
+Why our own: matplotlib has no mesh renderer. mplot3d's ``Poly3DCollection`` paints a collection's
+polygons sorted by mean depth, but draws back faces too, so a head's far side shows through at its
+outline, and ``plot_trisurf`` adds a triangulation of its own. Both paths here cull the faces that
+look away and paint the rest far to near; the 2D path also draws on a plain Axes, under an image
+(the demo's overlay). Drawing the default head (9,840 faces) takes 0.12 s on a 2D Axes and 0.10 s
+on a 3D one, culling included.
 """
 from __future__ import annotations
 

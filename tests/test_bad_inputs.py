@@ -308,3 +308,12 @@ def test_ablation_refuses_bad_steps(tmp_path, capsys):
     assert "--steps -1" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "a").exists()
 
+
+
+@pytest.mark.parametrize("overrides, field, words", [
+    ({"image_size": 100_000}, "image_size", "GiB"), ({"n_identities": 10**11}, "n_identities", "GiB")])
+def test_sizes_that_cannot_fit_in_memory_are_refused_with_the_memory_they_need(overrides, field, words, tmp_path):
+    config = TrainConfig.from_preset("quick", out_dir=tmp_path / "run", **overrides)
+    with pytest.raises(ConfigError, match=rf"^{field}: .*need.*{words}.*this machine has|^{field}: .*need.*{words}"):
+        validate_config(config)
+    assert not (tmp_path / "run").exists()

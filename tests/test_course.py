@@ -101,3 +101,19 @@ def test_make_student_never_replaces_a_learners_work_unless_forced(tmp_path):
     assert written == [] and kept == [out / "01.ipynb"] and (out / "01.ipynb").read_text() == "my answers"
     written, kept = course.write_student_versions(source, out, force=True)
     assert written == [out / "01.ipynb"] and "NotImplementedError" in (out / "01.ipynb").read_text()
+
+
+def test_quiet_command_line_says_one_line_only_when_it_wrote(tmp_path, capsys):
+    # make setup runs it every time: a learner sees a line the first time and nothing after
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    good = notebook(cell(SOLUTION, solution=True, grade_id="a"), cell(CHECK, grade=True, grade_id="a_c"))
+    (source / "01.ipynb").write_text(json.dumps(good))
+    out = tmp_path / "student"
+    assert course.main(["student", str(source), str(out), "--quiet"]) == 0
+    first = capsys.readouterr().out
+    assert first.count("\n") == 1 and "1 notebook(s)" in first
+    (out / "01.ipynb").write_text("my answers")
+    assert course.main(["student", str(source), str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert (out / "01.ipynb").read_text() == "my answers"

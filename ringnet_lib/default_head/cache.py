@@ -62,7 +62,8 @@ def build_arrays() -> dict[str, np.ndarray]:
     return arrays
 
 
-def _write_atomically(path: Path, arrays: dict) -> None:
+def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as an uncompressed ``.npz`` at ``path`` through a temporary file; give up quietly on OSError."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

@@ -19,7 +19,7 @@ from .build import build_default_head
 TABLE_ASSET = Path(__file__).parent / "assets" / "flame_dynamic_embedding.npy"
 
 
-def builder_inputs() -> dict:
+def builder_inputs() -> dict[str, np.ndarray]:
     """What :func:`ringnet_lib.contour.build_dynamic_embedding` needs for the default head, as keyword arguments."""
     model, static = build_default_head()
     faces = np.asarray(model["f"], dtype=np.int64)
@@ -30,7 +30,7 @@ def builder_inputs() -> dict:
     nose = (centroids[:, 2] > 0.085) & (centroids[:, 1] > -0.05)
     return {"vertices": vertices, "faces": faces, "frontal_face_idx": static["frontal_contour_face_idx"],
             "frontal_b_coords": static["frontal_contour_b_coords"],
-            "mirror_vertex_index": static.get("mirror_vertex_index"),
+            "mirror_vertex_index": static["mirror_vertex_index"],
             "face_mask": skin_face_mask(model["weights"], faces) & ~nose}
 
 

@@ -5,10 +5,18 @@ The head is designed as a smooth union of ellipsoids / capsules (a mannequin), m
 marching cubes on the LEFT half only (x >= 0), decimated, then mirrored, so the final mesh is
 exactly left-right symmetric and the mirror map of every vertex is known.
 """
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import fast_simplification
 import numpy as np
+import numpy.typing as npt
+import torch
 import trimesh
 from skimage.measure import marching_cubes
+
+from ..mesh import face_edges, used_vertices
 
 # ---- landmarks of the design (all in metres); shared with blendshapes / skinning -------------
 EYE_CENTER = np.array([0.0315, 0.010, 0.061])   # left eye; right eye is x-mirrored
@@ -22,46 +30,49 @@ NECK_BOTTOM_Y = -0.175                           # flat cut of the neck stump
 GRID_STEP = 0.0015                               # marching-cubes cell size (metres)
 
 
-def _ellipsoid(p, c, r):
-    """Approximate SDF of an ellipsoid. p: N x 3, c: 3, r: 3 semi-axes -> N."""
-    q = (p - c) / r
+def _ellipsoid(points: np.ndarray, center: npt.ArrayLike, semi_axes: npt.ArrayLike) -> np.ndarray:
+    """Approximate SDF of an ellipsoid: ``N x 3`` points, centre ``3``, semi-axes ``3`` -> ``N``."""
+    q = (points - center) / semi_axes
     k0 = np.linalg.norm(q, axis=1)
-    k1 = np.linalg.norm(q / r, axis=1)
+    k1 = np.linalg.norm(q / semi_axes, axis=1)
     return k0 * (k0 - 1.0) / np.maximum(k1, 1e-12)
 
 
-def _capsule(p, a, b, ra, rb):
-    """SDF of a rounded cone from a (radius ra) to b (radius rb), approx. p: N x 3 -> N."""
+def _capsule(points: np.ndarray, a: npt.ArrayLike, b: npt.ArrayLike, ra: float, rb: float) -> np.ndarray:
+    """Approximate SDF of a rounded cone from end ``a`` (radius ``ra``) to end ``b`` (radius ``rb``).
+
+    ``N x 3`` points, ends ``3`` -> ``N``.
+    """
     a, b = np.asarray(a, float), np.asarray(b, float)
     ab = b - a
-    t = np.clip(((p - a) @ ab) / (ab @ ab), 0.0, 1.0)
-    return np.linalg.norm(p - (a + t[:, None] * ab), axis=1) - (ra + (rb - ra) * t)
+    t = np.clip(((points - a) @ ab) / (ab @ ab), 0.0, 1.0)
+    return np.linalg.norm(points - (a + t[:, None] * ab), axis=1) - (ra + (rb - ra) * t)
 
 
-def _smin(a, b, k):
-    """Polynomial smooth minimum (smooth union), blend width k (metres)."""
+def _smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    """Polynomial smooth minimum (smooth union) of two ``N`` distances, blend width ``k`` (metres)."""
     h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
     return b * (1 - h) + a * h - k * h * (1 - h)
 
 
-def _ssub(a, b, k):
-    """Smooth subtraction of shape b from shape a."""
+def _ssub(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    """Smooth subtraction of shape ``b`` from shape ``a`` (``N`` distances each), blend width ``k``."""
     return -_smin(-a, b, k)
 
 
-def _mirror_pair(f, p, *args):
-    """Evaluate a left-side primitive and its mirror image; return their union."""
-    pm = p * np.array([-1.0, 1.0, 1.0])
-    return np.minimum(f(p, *args), f(pm, *args))
+def _mirror_pair(primitive: Callable[..., np.ndarray], points: np.ndarray, *args: object) -> np.ndarray:
+    """Union of a left-side primitive ``primitive(points, *args)`` and its x-mirror image: ``N x 3`` -> ``N``."""
+    mirrored = points * np.array([-1.0, 1.0, 1.0])
+    return np.minimum(primitive(points, *args), primitive(mirrored, *args))
 
 
-def head_sdf(p):
-    """Signed distance (negative inside) of the designed head. p: N x 3 -> N.
+def head_sdf(points: np.ndarray) -> np.ndarray:
+    """Signed distance (negative inside) of the designed head: ``N x 3`` points -> ``N``.
 
     Built symmetric (each lateral part is unioned with its mirror) so that meshing the
     x >= 0 half and mirroring it is exact.
     """
-    E = _ellipsoid
+    p, E = points, _ellipsoid  # short local names: the primitives below read as one table
     cranium = E(p, [0, 0.035, -0.012], [0.074, 0.092, 0.096])
     face = E(p, [0, -0.020, 0.030], [0.060, 0.075, 0.060])
     d = _smin(cranium, face, 0.02)
@@ -103,18 +114,18 @@ def head_sdf(p):
     return d
 
 
-def left_half_mesh(step=GRID_STEP):
-    """Marching cubes of the x >= 0 half of head_sdf.
+def left_half_mesh(step: float = GRID_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes of the x >= 0 half of :func:`head_sdf`, with cells of ``step`` metres.
 
-    Returns (verts N x 3, faces M x 3). The grid's first x-slice is exactly x = 0, so the mesh
-    has an open boundary lying exactly on the symmetry plane (and nowhere else: other grid
-    sides are padded with 'outside').
+    Returns ``(vertices V x 3, faces F x 3 int64)``, faces wound outwards. The grid's first
+    x-slice is exactly x = 0, so the mesh has an open boundary lying exactly on the symmetry
+    plane (and nowhere else: the other grid sides are padded with 'outside').
     """
     xs = np.arange(0.0, 0.100 + step / 2, step)
     ys = np.arange(NECK_BOTTOM_Y - 2 * step, 0.140, step)
     zs = np.arange(-0.120, 0.125, step)
-    P = np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), -1).reshape(-1, 3)
-    vol = head_sdf(P).reshape(len(xs), len(ys), len(zs))
+    grid = np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), -1).reshape(-1, 3)
+    vol = head_sdf(grid).reshape(len(xs), len(ys), len(zs))
     vol[-1], vol[:, 0], vol[:, -1], vol[:, :, 0], vol[:, :, -1] = 1, 1, 1, 1, 1
     v, f, _, _ = marching_cubes(vol, 0.0, spacing=(step,) * 3, allow_degenerate=False)
     v = v + np.array([xs[0], ys[0], zs[0]])
@@ -122,47 +133,50 @@ def left_half_mesh(step=GRID_STEP):
     return v, f.astype(np.int64)
 
 
-def boundary_vertices(faces):
-    """Indices of vertices on open (once-used) edges. faces: M x 3 -> sorted int array."""
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    u, c = np.unique(e, axis=0, return_counts=True)
-    return np.unique(u[c == 1])
+def boundary_vertices(faces: np.ndarray) -> np.ndarray:
+    """Sorted indices of the vertices on open (once-used) edges: faces ``F x 3`` -> ``B`` int."""
+    edges, uses = np.unique(face_edges(faces), axis=0, return_counts=True)
+    return np.unique(edges[uses == 1])
 
 
-def decimate_half(v, f, n_faces):
-    """Quadric decimation of the half mesh; boundary vertices are snapped back onto x = 0."""
-    v2, f2 = fast_simplification.simplify(v, f.astype(np.int32), target_count=n_faces, agg=5,
-                                           preserve_border=True)
-    # drop unreferenced vertices
-    used = np.unique(f2)
-    remap = -np.ones(len(v2), np.int64)
-    remap[used] = np.arange(len(used))
-    v2, f2 = v2[used], remap[f2]
-    b = boundary_vertices(f2)
-    v2[b, 0] = 0.0
-    return v2, f2
+def decimate_half(vertices: np.ndarray, faces: np.ndarray, n_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric decimation of the half mesh to about ``n_faces`` faces, its open boundary kept.
+
+    ``(V x 3, F x 3)`` -> ``(V' x 3, F' x 3 int64)``, with no unused vertex and the boundary
+    exactly on x = 0.
+    """
+    v, f = fast_simplification.simplify(vertices, faces.astype(np.int32), target_count=n_faces, agg=5,
+                                        preserve_border=True)
+    # What mirror_half relies on, which the decimator does not promise (for the shipped head it
+    # happens to hold already): no unused vertex (it would be mirrored into two orphans), and
+    # every boundary vertex exactly on x = 0 (each is taken as its own mirror image).
+    v, f = used_vertices(torch.from_numpy(v), torch.from_numpy(f))
+    v, f = v.numpy(), f.numpy()
+    v[boundary_vertices(f), 0] = 0.0
+    return v, f
 
 
-def mirror_half(v, f):
+def mirror_half(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mirror a half mesh (x >= 0, open boundary on x = 0) into a closed symmetric mesh.
 
-    Returns (verts V x 3, faces F x 3, mirror V): seam vertices map to themselves, other
-    vertex i of the left half maps to its copy on the right.
+    ``(N x 3, F x 3)`` -> ``(vertices V x 3, faces 2F x 3, mirror V)``: the N half vertices come
+    first, then the mirror images of the non-seam ones; ``mirror`` maps each vertex to its mirror
+    image (seam vertices to themselves).
     """
-    n = len(v)
-    seam = boundary_vertices(f)
+    n = len(vertices)
+    seam = boundary_vertices(faces)
     off = np.ones(n, bool)
     off[seam] = False
     right_idx = np.arange(n)
     right_idx[off] = n + np.arange(off.sum())
-    vr = v[off] * np.array([-1.0, 1.0, 1.0])
-    verts = np.concatenate([v, vr])
-    faces = np.concatenate([f, right_idx[f][:, ::-1]])  # reflection flips winding: reverse it
+    mirrored = vertices[off] * np.array([-1.0, 1.0, 1.0])
+    all_vertices = np.concatenate([vertices, mirrored])
+    all_faces = np.concatenate([faces, right_idx[faces][:, ::-1]])  # reflection flips winding: reverse it
     mirror = np.concatenate([right_idx, np.nonzero(off)[0]])
-    return verts, faces, mirror
+    return all_vertices, all_faces, mirror
 
 
-def eyeball_mesh(subdivisions=2):
-    """Left eyeball (icosphere at EYE_CENTER). Returns (verts K x 3, faces L x 3)."""
+def eyeball_mesh(subdivisions: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Left eyeball: an icosphere at ``EYE_CENTER``. Returns ``(vertices K x 3, faces L x 3 int64)``."""
     s = trimesh.creation.icosphere(subdivisions=subdivisions, radius=EYE_RADIUS)
     return np.asarray(s.vertices) + EYE_CENTER, np.asarray(s.faces, np.int64)

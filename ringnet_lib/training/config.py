@@ -20,6 +20,7 @@ Data sources (``data``):
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -220,6 +221,40 @@ def validate_config(config: TrainConfig) -> None:
             raise ConfigError(f"device: {config.device!r} does not exist ({torch.cuda.device_count()} GPU(s) here)")
     elif config.device not in ("cpu", "cuda"):
         raise ConfigError(f"device: {config.device!r} is not cpu, cuda or cuda:N")
+    needed, available = memory_needed(config), memory_available(config.device)
+    gib = lambda n: f"{n / 2**30:,.1f} GiB"
+    if needed["pool"] > available / 2:
+        raise ConfigError(f"n_identities: a pool of {config.n_identities:,} identities x {config.images_per_identity} "
+                          f"views needs {gib(needed['pool'])}, and this machine has {gib(available)}; lower "
+                          "n_identities, or use fresh identities (n_identities none with n_rings)")
+    if needed["step"] > available:
+        raise ConfigError(f"image_size: {config.batch_size * config.ring_size} images of {config.image_size} px a "
+                          f"step need about {gib(needed['step'])} for {config.trunk}, and {config.device} has "
+                          f"{gib(available)}; lower image_size or batch_size")
+
+
+# Training memory per image, measured as the peak of one step over a batch, at 224 px (float32): ResNet-50
+# about 100 MB, ResNet-18 about 40 MB; it grows with the pixels. The grey pool holds 159 numbers per image.
+TRUNK_BYTES_PER_IMAGE_224 = {"resnet18": 40e6, "resnet34": 60e6, "resnet50": 100e6, "resnet101": 150e6,
+                             "small_cnn": 20e6}
+POOL_BYTES_PER_IMAGE = 4 * (100 + 50 + 6 + 3)
+
+
+def memory_needed(config: TrainConfig) -> dict[str, float]:
+    """Rough bytes a run needs: ``step`` (one training step's activations) and ``pool`` (the grey pool's parameters)."""
+    images = config.batch_size * config.ring_size
+    step = images * TRUNK_BYTES_PER_IMAGE_224[config.trunk] * (config.image_size / 224) ** 2
+    pool = 0.0
+    if config.data == RENDER and config.style == "grey" and config.n_identities is not None:
+        pool = config.n_identities * config.images_per_identity * POOL_BYTES_PER_IMAGE
+    return {"step": step, "pool": pool}
+
+
+def memory_available(device: str) -> float:
+    """Bytes of the device: the GPU's memory, or the machine's RAM."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return float(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def check_compatible(saved: dict, config: TrainConfig) -> list[str]:
