@@ -162,3 +162,19 @@ def test_one_decoder(call):
         if re.search(r"(?<![\w.])" + re.escape(call) + "|\\." + re.escape(call), code) and not \
                 re.search(r"def " + re.escape(call), code):
             assert relative in DECODING[call], f"{relative} calls {call[:-1]}: go through ringnet_lib.decoder.Decoder"
+
+
+def test_every_module_has_a_row_in_the_docs():
+    """docs/architecture.md's table says each module's one job: a new module gets a row (or its package's)."""
+    docs = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = set(re.findall(r"^\| `([\w/]+)`", docs, flags=re.M))
+    rows |= {name for row in re.findall(r"^\| `[\w/]+`((?:, `[\w/]+`)+) \|", docs, flags=re.M)
+             for name in re.findall(r"`([\w/]+)`", row)}
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).with_suffix("").as_posix()
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        if relative not in rows and relative.split("/")[0] + "/" not in rows:
+            missing.append(relative)
+    assert not missing, f"modules without a row in docs/architecture.md: {missing}"
