@@ -7,6 +7,9 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 OUT ?= outputs
+# make demo THREADS=1: torch's CPU threads for the training (empty: torch's choice). On a machine other jobs keep
+# busy, torch's threads wait for each other: one thread ran 10x faster there (README, "Time").
+THREADS ?=
 ARCH := $(shell uname -m)
 # torch and torchvision must come from one pip command (a lone torch 2.13 CPU
 # build does not import beside PyPI's torchvision). x86_64: 2.14.1 + 0.29.1.
@@ -44,7 +47,7 @@ demo: setup
 	mkdir -p $(OUT)/figures
 	$(PAPERMILL) notebooks/01_flame.ipynb $(OUT)/01_flame.ipynb -p figure_dir $(abspath $(OUT))/figures
 	$(PAPERMILL) notebooks/06_training.ipynb $(OUT)/06_training.ipynb -p figure_dir $(abspath $(OUT))/figures \
-		-p out_dir $(abspath $(OUT))/quick -p max_steps None
+		-p out_dir $(abspath $(OUT))/quick -p max_steps None $(if $(THREADS),-p threads $(THREADS))
 	$(PAPERMILL) notebooks/07_evaluation.ipynb $(OUT)/07_evaluation.ipynb -p figure_dir $(abspath $(OUT))/figures \
 		-p checkpoint $(abspath $(OUT))/quick/checkpoint.pt
 	$(PAPERMILL) notebooks/08_demo.ipynb $(OUT)/08_demo.ipynb -p figure_dir $(abspath $(OUT))/figures \
