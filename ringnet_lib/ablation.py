@@ -60,7 +60,7 @@ from .evaluation.benchmark import HELDOUT_SEED
 from .evaluation.report import write_report
 from .evaluation.trained import BASELINE, heldout_images, predict_params
 from .params import SHAPE
-from .training import TrainConfig, changed_fields, load_encoder, train
+from .training import TrainConfig, changed_fields, load_encoder, train, validate_config
 from .training.checkpoint import CheckpointError
 
 # name -> the TrainConfig fields that differ from the reference run ("ring R=4").
@@ -185,8 +185,10 @@ def run_ablation(mode_name: str, out: str | Path, only: list[str] | None = None,
     if not seeds:
         raise ValueError("give at least one seed")
     started, mode, out = time.perf_counter(), MODES[mode_name], Path(out)
-    decoder = Decoder()
     configs = {(name, seed): run_config(name, mode_name, out, steps, device, seed) for name in names for seed in seeds}
+    for config in configs.values():  # a bad device or seed is named now, not after the first runs
+        validate_config(config)
+    decoder = Decoder()
     images, truth = heldout_set(decoder, mode, next(iter(configs.values())))
     identity = torch.arange(len(truth)) // mode.heldout_images
     baseline = score(torch.zeros_like(truth), truth, decoder, mode)
@@ -292,6 +294,18 @@ def write_outputs(out: Path, rows: list[dict], summary: list[dict], table: str, 
     return write_report(out, "ablation", markdown, rows, data, figure)
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> ``(0, 1, 2)``; a :class:`ConfigError` naming ``--seeds`` and its form otherwise."""
+    form = "give whole numbers >= 0 separated by commas, each once, e.g. --seeds 0,1,2"
+    try:
+        seeds = tuple(int(seed) for seed in text.split(",") if seed.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds {text}: not a list of seeds; {form}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise ConfigError(f"--seeds {text}: {form}")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ringnet_lib.ablation", description=__doc__.split("\n")[0])
     size = parser.add_mutually_exclusive_group()
@@ -313,9 +327,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--steps {args.steps}: give 1 or more")
         if args.out.is_file():
             raise ConfigError(f"--out {args.out}: is a file; give a folder")
-        seeds = tuple(int(seed) for seed in args.seeds.split(",") if seed.strip())
+        unknown = [n for n in only or [] if n not in ABLATIONS]
+        if unknown:
+            raise ConfigError(f"--only {args.only}: unknown run(s) {unknown}; choose among {list(ABLATIONS)} "
+                              "(R=2 is short for 'ring R=2')")
+        seeds = parse_seeds(args.seeds)
         result = run_ablation(mode, args.out, only, args.steps, device, seeds)
-    except (ValueError, RuntimeError, FileNotFoundError, CheckpointError) as error:  # ValueError: bad --seeds too
+    except (ValueError, RuntimeError, FileNotFoundError, CheckpointError) as error:  # ValueError: ConfigError too
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(result["table"])

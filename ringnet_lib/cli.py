@@ -6,6 +6,7 @@ a ``help`` text and a ``group`` (the section it is listed under). From that alon
 * :func:`add_arguments` adds one flag per field (``--ring-size`` for ``ring_size``; booleans as
   ``--flag/--no-flag``; ``Literal`` types become choices; ``X | None`` accepts ``none``);
 * :func:`coerce` turns a command-line or papermill value into the field's type;
+* :func:`check_finite_fields` refuses NaN and infinite floats, naming the field;
 * :func:`to_args` writes the flags that rebuild given values.
 
 No list of flags is kept by hand anywhere.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -75,6 +77,15 @@ def coerce(cls, name: str, value):
         except (TypeError, ValueError):
             errors.append(getattr(member, "__name__", str(member)))
     raise ConfigError(f"{name}: {value!r} is not {' or '.join(errors)}" + (" or none" if optional else ""))
+
+
+def check_finite_fields(config) -> None:
+    """Raise :class:`ConfigError` naming the first float field of the dataclass ``config`` that is NaN or
+    infinite (``float("inf")`` passes every ``>= 0`` check, and a loss weight of inf trains nothing)."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{item.name}: must be a finite number; got {value!r}")
 
 
 def flag(name: str) -> str:

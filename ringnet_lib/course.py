@@ -31,8 +31,27 @@ BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 STUB = "raise NotImplementedError()"
 
 
-class MarkerError(ValueError):
+class CourseError(ValueError):
+    """A notebook or folder the course tools cannot use; the message names it and says what to do."""
+
+
+class MarkerError(CourseError):
     """A notebook's solution or hidden-test markers are unbalanced; the message names the notebook and cell."""
+
+
+def read_notebook(path: Path) -> dict:
+    """The notebook at ``path`` as a dict (nbformat 4's JSON), or a :class:`CourseError` naming the file."""
+    try:
+        notebook = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CourseError(f"{path}: not a readable notebook ({type(error).__name__}: {error}); restore it "
+                          "(e.g. git checkout -- the file) or remove it from the folder") from None
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not (isinstance(cells, list) and all(isinstance(c, dict) and "cell_type" in c
+                                            and isinstance(c.get("source"), (str, list)) for c in cells)):
+        raise CourseError(f"{path}: JSON, but not a Jupyter notebook (no list of cells with 'cell_type' and "
+                          "'source'); restore it or remove it from the folder")
+    return notebook
 
 
 @dataclass(frozen=True)
@@ -123,11 +142,19 @@ def write_student_versions(source: Path, out: Path, force: bool = False) -> tupl
     A notebook already in ``out`` is a learner's work: it is kept unless ``force``. Returns the paths
     written and the paths kept.
     """
+    out = Path(out)
     notebooks = sorted(Path(source).glob("*.ipynb"))
     if not notebooks:
         raise MarkerError(f"{source}: no notebooks (*.ipynb) there")
-    versions = {path: student_version(json.loads(path.read_text()), path.name) for path in notebooks}
-    out.mkdir(parents=True, exist_ok=True)  # only once every notebook converted: nothing half written
+    if out.exists() and not out.is_dir():
+        raise CourseError(f"{out}: is a file, not a folder; give a folder for the student notebooks (or move "
+                          "the file away)")
+    versions = {path: student_version(read_notebook(path), path.name) for path in notebooks}
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # only once every notebook converted: nothing half written
+    except OSError as error:  # e.g. a parent is a file, or read-only
+        raise CourseError(f"{out}: cannot make this folder ({error.strerror or error}); choose another "
+                          "one") from None
     written, kept = [], []
     for path, student in versions.items():
         target = out / path.name
@@ -164,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                       + ", ".join(p.name for p in kept))
         else:
             for path in sorted(args.source.glob("*.ipynb")):
-                found = exercises(json.loads(path.read_text()), path.name)
+                found = exercises(read_notebook(path), path.name)
                 print(f"{path.name}: {len(found)} exercises: {', '.join(e.grade_id for e in found)}")
-    except MarkerError as error:
+    except CourseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -52,12 +52,16 @@ from .data.images import IMAGE_SUFFIXES, ImageError, read_image
 from .data.photos import NoFaceError, crop_face, detect_largest_face, get_detector, resize_box
 from .decoder import Decoder
 from .evaluation.export import write_obj
+from .evaluation.report import check_writable
 from .fitting import FitConfig, fit_to_landmarks
 from .params import split_params
 from .training.checkpoint import CheckpointError, load_encoder
 from .viz import draw_mesh_2d, plot_mesh
 
 DISPLAY_SIZE = 256  # side of the crop the overlay is drawn on
+# Landmarks (the model's, or their mean distance to the detected ones) farther than this many crop sides are not a
+# face prediction but broken weights: refused instead of drawn.
+ABSURD_SIDES = 10
 FIT_SIZE = 224  # the crop the landmarks are fitted in (the paper's input size)
 METHODS = ("regress", "fit")
 
@@ -182,6 +186,21 @@ def landmark_residual_px(prediction: Prediction, crop: Crop) -> float | None:
     return float(np.linalg.norm(pixels - crop.landmarks, axis=1).mean())
 
 
+def check_prediction(prediction: Prediction, size: int, residual: float | None, source: str) -> None:
+    """Refuse an absurd prediction before anything is written: parameters or landmarks that are not finite, the
+    model's landmarks or their residual beyond :data:`ABSURD_SIDES` sides of the ``size`` px crop."""
+    advice = "the checkpoint's weights are broken (diverged or damaged); use another checkpoint or retrain"
+    if not (torch.isfinite(prediction.params).all() and torch.isfinite(prediction.landmarks2d).all()):
+        raise DemoError(f"{source}: the prediction is not finite (NaN/inf parameters or landmarks); {advice}")
+    far = float((normalized_to_pixels(prediction.landmarks2d, size) - size / 2).abs().max())
+    if far > ABSURD_SIDES * size:
+        raise DemoError(f"{source}: the model's landmarks land {far:.3g} px from the centre of a {size} px crop, "
+                        f"more than {ABSURD_SIDES} sides away; {advice}")
+    if residual is not None and not (np.isfinite(residual) and residual <= ABSURD_SIDES * size):
+        raise DemoError(f"{source}: the landmark residual is {residual:.3g} px at {size} px, more than "
+                        f"{ABSURD_SIDES} sides of the crop; {advice}")
+
+
 def mesh_pixels(vertices: torch.Tensor, params: torch.Tensor, size: int) -> torch.Tensor:
     """``V x 3`` posed vertices through the predicted camera (``params`` 159) to pixels of a
     ``size`` crop of the same box: ``V x 2`` (u right, v down)."""
@@ -247,24 +266,40 @@ def write_outputs(out_dir: str | Path, stem: str, crop: Crop, prediction: Predic
                   title: str = "", display: np.ndarray | None = None, method: str = "regress") -> dict:
     """Write the PNGs, OBJ/PLY meshes and parameters; returns ``{name: Path}``.
 
-    ``display``: a sharper crop of the same box for the overlay (default: the method's crop).
+    ``display``: a sharper crop of the same box for the overlay (default: the method's crop). The folder is made
+    here, when there is something to write; if writing fails, the files this call created (and the folders, if
+    made here and left empty) are removed: no half set of outputs.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
     paths = output_paths(out, stem)
-    Image.fromarray(crop.image).save(paths["crop"])
-    shown = crop.image if display is None else display
-    detected = None if crop.landmarks is None else crop.landmarks * (shown.shape[0] / crop.image.shape[0])
-    figure = overlay_figure(shown, prediction, faces, title, detected)
-    figure.savefig(paths["overlay"], dpi=100)
-    plt.close(figure)
-    for name, vertices in (("posed", prediction.posed_vertices), ("neutral", prediction.neutral_vertices)):
-        write_obj(paths[f"{name}_obj"], vertices, faces)
-        # process=False keeps FLAME's vertex order, so vertex i is FLAME vertex i in every file.
-        trimesh.Trimesh(vertices.numpy(), faces.cpu().numpy(), process=False).export(paths[f"{name}_ply"])
-    values = params_dict(prediction.params, crop, method)
-    np.savez(paths["params_npz"], **values)
-    paths["params_json"].write_text(json.dumps({k: v.tolist() for k, v in values.items()}, indent=1))
+    new = [path for path in paths.values() if not path.exists()]  # a previous run's files are not ours to remove
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(crop.image).save(paths["crop"])
+        shown = crop.image if display is None else display
+        detected = None if crop.landmarks is None else crop.landmarks * (shown.shape[0] / crop.image.shape[0])
+        figure = overlay_figure(shown, prediction, faces, title, detected)
+        try:
+            figure.savefig(paths["overlay"], dpi=100)
+        finally:
+            plt.close(figure)
+        for name, vertices in (("posed", prediction.posed_vertices), ("neutral", prediction.neutral_vertices)):
+            write_obj(paths[f"{name}_obj"], vertices, faces)
+            # process=False keeps FLAME's vertex order, so vertex i is FLAME vertex i in every file.
+            trimesh.Trimesh(vertices.numpy(), faces.cpu().numpy(), process=False).export(paths[f"{name}_ply"])
+        values = params_dict(prediction.params, crop, method)
+        np.savez(paths["params_npz"], **values)
+        paths["params_json"].write_text(json.dumps({k: v.tolist() for k, v in values.items()}, indent=1))
+    except BaseException:
+        for path in new:
+            path.unlink(missing_ok=True)
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not made after all, or not empty
+                continue
+        raise
     return paths
 
 
@@ -315,6 +350,7 @@ def run_photo(model: Model, image_path: str | Path, out_dir: str | Path, detecto
     else:
         prediction = fit_crop(model.decoder, crop, fit_config)
     residual = landmark_residual_px(prediction, crop)
+    check_prediction(prediction, size, residual, str(image_path))
     title = f"{image_path.name} ({model.method}): {crop.message}" + (
         f"; landmark residual {residual:.2f} px at {size} px" if residual is not None else "")
     # The encoder may see 64 px; the overlay is drawn on a 256 px crop of the same box.
@@ -333,18 +369,12 @@ def run_demo(image_path: str | Path, checkpoint: str | Path | None = None, out_d
 
 
 def check_out_dir(out_dir: str | Path) -> Path:
-    """``--out`` is a folder that can be written (checked before any work)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DemoError(f"--out {out}: is a file; give a folder")
+    """``--out`` is a folder that can be written, checked by writing before any work; a folder made for the check
+    is removed again, and made for good only when a photo's outputs are written (a refused run leaves nothing)."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise DemoError(f"--out {out}: cannot write there ({error.strerror or error})") from None
-    return out
+        return check_writable(out_dir, "--out")
+    except ValueError as error:
+        raise DemoError(str(error)) from None
 
 
 def photos_in(path: Path) -> list[Path]:

@@ -13,12 +13,19 @@ start inside the image) and predicts a *correction* each iteration.
 ImageNet weights are never downloaded (there is no internet where this runs):
 ``weights=None`` by default, or ``weights_path`` pointing at a local
 torchvision state dict (e.g. ``resnet50-11ad3fa6.pth``); a missing file is an
-error, not a silent fallback. A ResNet-18 trunk (512 features) is an option
+error, not a silent fallback. The file is read like a checkpoint (:func:`read_torch_file`: never
+unpickling code), and each way it can be wrong is a one-line :class:`~ringnet_lib.cli.ConfigError`
+naming ``trunk_weights`` and the file. A ResNet-18 trunk (512 features) is an option
 for quick CPU runs, and so is ``small_cnn`` (:class:`SmallConvTrunk`, a training
 step 2.2 times faster at 64 px); ResNet-50 stays the default.
 """
 from __future__ import annotations
 
+import io
+import pickle
+import pickletools
+import re
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +33,7 @@ import torch
 import torchvision
 from torch import nn
 
+from .cli import ConfigError
 from .params import CAMERA, N_PARAMS
 
 # torchvision's ImageNet statistics; the trunk expects images normalised with them.
@@ -91,13 +99,119 @@ class SmallConvTrunk(nn.Module):
         return self.project(self.pool(self.stages(images)))
 
 
+class WeightsFileError(ValueError):
+    """A torch file that cannot be read safely. The message is the reason, without the file's name: the caller
+    adds the file and what to do. ``kind``: ``"unreadable"``, ``"pickle"`` (a plain Python pickle),
+    ``"code"`` (it asks for Python code) or ``"corrupt"``."""
+
+    def __init__(self, reason: str, kind: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
+# torch's legacy (non-zip) files start with this number, pickled (torch.serialization.MAGIC_NUMBER).
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_HEADERS = tuple(pickle.dumps(_LEGACY_MAGIC, protocol=p) for p in range(2, pickle.HIGHEST_PROTOCOL + 1))
+
+
+def pickle_globals(head: bytes, limit: int = 10_000) -> list[str]:
+    """The globals (``module.name``) a pickle's first bytes ask for, read with :mod:`pickletools` (nothing is
+    unpickled or called); what a truncated or garbled stream shows before it breaks."""
+    names, strings = set(), []
+    try:
+        for count, (opcode, argument, _) in enumerate(pickletools.genops(io.BytesIO(head))):
+            if count >= limit:
+                break
+            if opcode.name in ("GLOBAL", "INST"):
+                names.add(str(argument).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.add(".".join(strings[-2:]))
+            elif isinstance(argument, str):
+                strings.append(argument)
+    except Exception:  # garbled or cut at the end of `head`: keep what was found before
+        pass
+    return sorted(names)
+
+
+def read_torch_file(path: str | Path, allowed_globals=(), what: str = "a weights file") -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, safely: only tensors and plain containers are built,
+    any other global is refused before it runs, and every failure is a :class:`WeightsFileError`.
+
+    The one safe reader of torch files (checkpoints, the trunk's weights). A file that is a plain
+    Python pickle (``pickle.dump``, not ``torch.save``) is named so without being unpickled, and torch's
+    warning about its pickle protocol is silenced during the load attempt only.
+
+    Args:
+        path: the file.
+        allowed_globals: the few globals the file may ask for besides torch's own (e.g. numpy's for old checkpoints).
+        what: what the file should be, for the messages (``"a checkpoint"``).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1 << 20)
+    except OSError as error:
+        raise WeightsFileError(f"cannot be read ({error.strerror or error})", "unreadable") from None
+    if not head:
+        raise WeightsFileError(f"the file is empty, not {what}", "corrupt")
+    if head.startswith(b"\x80") and not head.startswith(_LEGACY_HEADERS):
+        asks = pickle_globals(head)
+        code = f"; it asks for Python code ({', '.join(asks[:3])}), so it may be hostile" if asks else ""
+        raise WeightsFileError(f"a plain Python pickle (pickle.dump), not {what} written by torch.save; it was not "
+                               f"unpickled{code}", "pickle")
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals)), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        wanted = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if wanted is None:  # not a refused global: a file that is not a torch pickle at all
+            raise WeightsFileError(f"not {what} torch can read (the file is corrupt, truncated or of another kind)",
+                                   "corrupt") from None
+        raise WeightsFileError(f"refused to load: the file asks for Python code ({wanted.group(1)}), which {what} "
+                               "never holds; it may be hostile", "code") from None
+    except Exception as error:  # whatever a damaged or foreign file makes torch raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsFileError(f"not {what} torch can read ({first[:200]}); the file is corrupt, truncated or of "
+                               "another kind", "corrupt") from None
+
+
+def read_trunk_weights(path: Path, name: str) -> dict:
+    """The state dict of a local ``trunk_weights`` file for trunk ``name``, checked: a dict of finite tensors
+    (a ``{"state_dict": ...}`` wrapper is opened; the classifier's ``fc.*`` entries are dropped)."""
+    source = "torchvision's " if name.startswith("resnet") else "the "
+    advice = (f"give a state dict of {source}{name} (torch.save(model.state_dict(), FILE)), or leave "
+              "trunk_weights unset for random initial weights")
+    try:
+        state = read_torch_file(path, what="a weights file")
+    except WeightsFileError as error:
+        raise ConfigError(f"trunk_weights: {path}: {error}; {advice}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a training checkpoint wrapping them
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not state:
+        held = "an empty dict" if isinstance(state, dict) else type(state).__name__
+        raise ConfigError(f"trunk_weights: {path}: holds {held}, not a state dict of {name} weights; {advice}")
+    wrong = [key for key, value in state.items() if not isinstance(key, str) or not torch.is_tensor(value)]
+    if wrong:
+        raise ConfigError(f"trunk_weights: {path}: not a state dict of {name} weights ({wrong[0]!r} is not a named "
+                          f"tensor); {advice}")
+    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    bad = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise ConfigError(f"trunk_weights: {path}: the weights are not finite ({bad[0]} and {len(bad) - 1} more); "
+                          f"{advice}")
+    return state
+
+
 def build_trunk(name: str = "resnet50", weights_path: str | Path | None = None) -> tuple[nn.Module, int]:
     """A torchvision ResNet without its classifier (or :class:`SmallConvTrunk`): ``B x 3 x H x W -> B x n_features``.
 
     Args:
         name: one of :data:`TRUNK_FEATURES`.
         weights_path: optional local torchvision state dict (the classifier's
-            ``fc.*`` entries are ignored). Never downloaded.
+            ``fc.*`` entries are ignored). Never downloaded. A missing file is a ``FileNotFoundError``;
+            one that is not ``name``'s weights (any kind of file, read safely) a ``ConfigError``, both
+            naming ``trunk_weights`` and the file.
     Returns:
         ``(trunk, n_features)``.
     """
@@ -112,16 +226,18 @@ def build_trunk(name: str = "resnet50", weights_path: str | Path | None = None) 
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path}: trunk weights file not found. ImageNet weights are not downloaded by this code; "
-                f"put a {name} state dict there, or pass weights_path=None for random init.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:  # a training checkpoint wrapping the weights
-            state = state["state_dict"]
-        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-        missing, unexpected = trunk.load_state_dict(state, strict=False)
+                f"trunk_weights: {path}: no such file. ImageNet weights are not downloaded by this code; "
+                f"put a {name} state dict there, or leave trunk_weights unset (weights_path=None) for random init.")
+        state = read_trunk_weights(path, name)
+        try:
+            missing, unexpected = trunk.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # the names fit, the shapes do not (another trunk's weights)
+            first = " ".join(str(error).split())[:200]
+            raise ConfigError(f"trunk_weights: {path} does not hold {name} weights (their shapes differ: {first}); "
+                              f"give {name}'s own weights or the trunk they belong to") from None
         if missing or unexpected:
-            raise ValueError(f"{path} does not hold {name} weights: missing {missing[:5]}..., "
-                             f"unexpected {unexpected[:5]}...")
+            raise ConfigError(f"trunk_weights: {path} does not hold {name} weights: missing {missing[:5]}..., "
+                              f"unexpected {unexpected[:5]}...; give {name}'s own weights or the trunk they belong to")
     return trunk, TRUNK_FEATURES[name]
 
 

@@ -132,6 +132,86 @@ def _safe_reconstructor(cls: type, base: type, state: Any) -> Any:
     return object.__new__(cls)
 
 
+# The largest array a model file may ask us to allocate (FLAME 2023's shapedirs: 5,023 x 3 x 400 doubles,
+# 48 MB): a file that asks for more is refused before anything is allocated (a 1 kB pickle can ask for TBs).
+MAX_ARRAY_BYTES = 1 << 30
+# Nesting deeper than numpy's dimensions is no array (a FLAME file's lists, if any, are 2 deep).
+MAX_LIST_DEPTH = 64
+
+
+def _count_list_elements(value: Any, key: str, source: str) -> int:
+    """The numbers a (nested) list or tuple holds, shared references counted every time they appear.
+
+    A pickle's memo lets a few bytes reference one list 10^4 times at every level, so
+    ``[[[0.5] * 10**4] * 10**4] * 10**4`` unpickles from about 150 kB into 10^12 elements that ``np.asarray``
+    would walk for hours: the count is memoised per list object (never materialised), so it takes time
+    in proportion to the pickle, and stops as soon as it passes :data:`MAX_ARRAY_BYTES` (8 bytes a number).
+    Raises :class:`ModelFileError` naming the key when it does, for a list that contains itself, and for
+    lists nested deeper than :data:`MAX_LIST_DEPTH`.
+    """
+    limit = MAX_ARRAY_BYTES // 8
+    counted: dict[int, int] = {}  # id of a list -> its count (the objects stay alive: ``value`` holds them)
+
+    def fail(message: str) -> ModelFileError:
+        return ModelFileError(f"{source}: key '{key}' {message}; no FLAME file does: it is corrupt or hostile. "
+                              "Use the files from the FLAME website (flame.is.tue.mpg.de) or convert the model "
+                              "to .npz.")
+
+    def too_big() -> ModelFileError:
+        return fail(f"holds nested lists of more than {limit:,} numbers (more than the "
+                    f"{MAX_ARRAY_BYTES / 2**30:.0f} GiB any FLAME array may take)")
+
+    # Depth-first without recursion: (the list, its items' running total, the index of the next item).
+    stack: list[list] = [[value, 0, 0]]
+    open_lists = {id(value)}
+    while stack:
+        frame = stack[-1]
+        container, index = frame[0], frame[2]
+        if index == len(container):
+            stack.pop()
+            open_lists.discard(id(container))
+            counted[id(container)] = frame[1]
+            if stack:
+                stack[-1][1] += frame[1]
+                if stack[-1][1] > limit:
+                    raise too_big()
+            continue
+        frame[2] += 1
+        item = container[index]
+        if isinstance(item, (list, tuple)):
+            if id(item) in open_lists:
+                raise fail("holds a list that contains itself")
+            if id(item) in counted:
+                frame[1] += counted[id(item)]
+            elif len(stack) >= MAX_LIST_DEPTH:
+                raise fail(f"holds lists nested more than {MAX_LIST_DEPTH} deep")
+            else:
+                stack.append([item, 0, 0])
+                open_lists.add(id(item))
+                continue
+        else:
+            frame[1] += item.size if isinstance(item, np.ndarray) else 1
+        if frame[1] > limit:
+            raise too_big()
+    return counted[id(value)]
+
+
+def _as_array(value: Any, key: str, source: str, dtype: Any = None) -> np.ndarray:
+    """``np.asarray(value, dtype)`` for a value read from a file: (nested) lists are counted first
+    (:func:`_count_list_elements`), and a conversion that fails or runs out of memory is a
+    :class:`ModelFileError` naming the file and the key."""
+    if isinstance(value, (list, tuple)):
+        _count_list_elements(value, key, source)
+    try:
+        return np.asarray(value, dtype=dtype)
+    except MemoryError:
+        raise ModelFileError(f"{source}: key '{key}' asks for more memory than a FLAME file ever needs; it is "
+                             "corrupt or hostile") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as error:
+        raise ModelFileError(f"{source}: key '{key}' is not an array of numbers ({type(error).__name__}: "
+                             f"{error})") from None
+
+
 def _to_plain(value: Any, key: str, source: str) -> Any:
     """Turn shells (and in-memory scipy sparse matrices) into numpy arrays; leave the rest."""
     if hasattr(value, "toarray") and hasattr(value, "nnz"):  # a scipy sparse matrix built in memory
@@ -141,18 +221,13 @@ def _to_plain(value: Any, key: str, source: str) -> Any:
     state = getattr(value, "state", None)
     name = type(value).qualified_name
     if name.startswith("chumpy") and isinstance(state, dict) and "x" in state:
-        return np.asarray(state["x"])
+        return _as_array(state["x"], key, source)
     if name.startswith("scipy.sparse") and isinstance(state, dict):
         return _dense_from_sparse_state(state, name, key, source)
     raise ModelFileError(
         f"{source}: key '{key}' is a {name} object that is not a plain array "
         "(a chumpy expression?); this loader reads only stored arrays. Re-export the model with "
         "its arrays evaluated, e.g. as .npz.")
-
-
-# The largest array a model file may ask us to allocate (FLAME 2023's shapedirs: 5,023 x 3 x 400 doubles,
-# 48 MB): a file that asks for more is refused before anything is allocated (a 1 kB pickle can ask for TBs).
-MAX_ARRAY_BYTES = 1 << 30
 
 
 def _dense_from_sparse_state(state: dict, name: str, key: str, source: str) -> np.ndarray:
@@ -172,14 +247,17 @@ def _dense_from_sparse_state(state: dict, name: str, key: str, source: str) -> n
         raise fail(f"its shape {tuple(shape)} would need {8 * int(shape[0]) * int(shape[1]) / 2**30:.1f} GiB, more "
                    f"than any FLAME array ({MAX_ARRAY_BYTES / 2**30:.0f} GiB at most)")
     try:
-        data = np.asarray(state.get("data"), dtype=np.float64)
+        data = _as_array(state.get("data"), key, source, np.float64)
         if name.endswith(("csc_matrix", "csc_array", "csr_matrix", "csr_array")):
-            indices, indptr = np.asarray(state["indices"], dtype=np.int64), np.asarray(state["indptr"], dtype=np.int64)
+            indices, indptr = (_as_array(state["indices"], key, source, np.int64),
+                               _as_array(state["indptr"], key, source, np.int64))
             outer = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
             rows, columns = (indices, outer) if "csc" in name else (outer, indices)
         else:
             coords = state.get("coords") or (state["row"], state["col"])
-            rows, columns = np.asarray(coords[0], dtype=np.int64), np.asarray(coords[1], dtype=np.int64)
+            rows, columns = _as_array(coords[0], key, source, np.int64), _as_array(coords[1], key, source, np.int64)
+    except ModelFileError:
+        raise
     except (KeyError, IndexError, ValueError, TypeError) as error:
         raise fail(str(error)) from None
     if not (len(rows) == len(columns) == len(data)):
@@ -267,7 +345,7 @@ def flame_model_from_dict(raw: dict, source: str = "<memory>") -> FlameModelData
     if missing:
         raise ModelFileError(f"{source}: missing key(s) {missing}; a FLAME model file has {list(REQUIRED_KEYS)}. "
                              "Is this a FLAME model (not a landmark embedding or another body model)?")
-    arrays = {key: np.asarray(_to_plain(raw[key], key, source)) for key in REQUIRED_KEYS}
+    arrays = {key: _as_array(_to_plain(raw[key], key, source), key, source) for key in REQUIRED_KEYS}
 
     def fail(key: str, message: str) -> None:
         raise ModelFileError(f"{source}: '{key}' {message}")
@@ -284,6 +362,8 @@ def flame_model_from_dict(raw: dict, source: str = "<memory>") -> FlameModelData
     kintree = arrays["kintree_table"]
     if kintree.ndim != 2 or kintree.shape[0] != 2:
         fail("kintree_table", f"must be 2 x J, got {kintree.shape}")
+    if kintree.dtype.kind not in "fiu":
+        fail("kintree_table", f"must hold integers, got {kintree.dtype}")
     n_joints = kintree.shape[1]
     if n_joints != len(JOINT_NAMES):
         fail("kintree_table", f"has {n_joints} joints; FLAME has {len(JOINT_NAMES)} {JOINT_NAMES}")
@@ -389,8 +469,8 @@ def validate_embedding(raw: Any, source: str, n_faces: int | None = None,
     """Check ``lmk_face_idx`` (``...``) and ``lmk_b_coords`` (``... x 3``) of an embedding."""
     if not isinstance(raw, dict) or "lmk_face_idx" not in raw or "lmk_b_coords" not in raw:
         raise ModelFileError(f"{source}: a landmark embedding must be a dict with 'lmk_face_idx' and 'lmk_b_coords'")
-    face_idx = np.asarray(_to_plain(raw["lmk_face_idx"], "lmk_face_idx", source))
-    coords = np.asarray(_to_plain(raw["lmk_b_coords"], "lmk_b_coords", source), dtype=np.float64)
+    face_idx = _as_array(_to_plain(raw["lmk_face_idx"], "lmk_face_idx", source), "lmk_face_idx", source)
+    coords = _as_array(_to_plain(raw["lmk_b_coords"], "lmk_b_coords", source), "lmk_b_coords", source, np.float64)
     if not np.issubdtype(face_idx.dtype, np.integer):
         raise ModelFileError(f"{source}: 'lmk_face_idx' must be integers, got {face_idx.dtype}")
     if leading_shape is not None and face_idx.shape != leading_shape:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
+from .data.photos import Face
 from .model_io import FlameModelData, flame_model_from_dict, write_flame_folder
 from .params import N_CONTOUR, N_EXPRESSION, N_FULL_POSE, N_SHAPE, N_STATIC, N_YAW_BINS
 
@@ -119,3 +120,14 @@ def random_parameters(batch: int, seed: int, dtype=np.float32, pose_scale: float
     rng = np.random.default_rng(seed)
     return (rng.normal(size=(batch, N_SHAPE)).astype(dtype), rng.normal(size=(batch, N_EXPRESSION)).astype(dtype),
             (pose_scale * rng.normal(size=(batch, N_FULL_POSE))).astype(dtype))
+
+
+def fake_face_detector(image: np.ndarray) -> list[Face]:
+    """A stand-in for dlib in tests of the photo tools: 68 points on a ring around the photo's centre, and no
+    face at all on an all-black photo. Returns ``photos.Face`` records, as the real detector does."""
+    if image.max() == 0:
+        return []
+    h, w = image.shape[:2]
+    angle = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    landmarks = np.stack([w / 2 + 0.2 * w * np.cos(angle), h / 2 + 0.2 * h * np.sin(angle)], axis=1)
+    return [Face((0.3 * w, 0.3 * h, 0.4 * w, 0.4 * h), landmarks)]

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from ringnet_lib.data import photos
+from ringnet_lib.testing import fake_face_detector
 from ringnet_lib.data.augment import IBUG68_FLIP
 from ringnet_lib.data.dataset import DatasetFormatError, FaceDataset, read_metadata, write_metadata
 from ringnet_lib.data.rings import FolderRingSet
@@ -188,16 +189,6 @@ def test_missing_metadata_is_a_clear_error(tmp_path):
         read_metadata(tmp_path)
 
 
-def fake_detector(image: np.ndarray) -> list[photos.Face]:
-    """'Detects' the 68 points on a ring around the photo's centre; none on all-black photos."""
-    if image.max() == 0:
-        return []
-    h, w = image.shape[:2]
-    angle = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-    landmarks = np.stack([w / 2 + 0.2 * w * np.cos(angle), h / 2 + 0.2 * h * np.sin(angle)], axis=1)
-    return [photos.Face((0.3 * w, 0.3 * h, 0.4 * w, 0.4 * h), landmarks)]
-
-
 def test_photo_folder_tool_crops_counts_and_names(tmp_path):
     source = tmp_path / "photos"
     rng = np.random.default_rng(1)
@@ -209,7 +200,7 @@ def test_photo_folder_tool_crops_counts_and_names(tmp_path):
     (source / "ann" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(source / "ben" / "black.png")
     out = tmp_path / "dataset"
-    report = photos.build_from_photos(source, out, size=48, detector=fake_detector, progress=False)
+    report = photos.build_from_photos(source, out, size=48, detector=fake_face_detector, progress=False)
     assert report.written == 6
     skipped = dict(report.skipped)
     assert set(skipped) == {str(source / "ann" / "broken.jpg"), str(source / "ben" / "black.png")}
@@ -242,4 +233,4 @@ def test_crop_moves_pixels_and_landmarks_together():
 def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "someone").mkdir()
     with pytest.raises(DatasetFormatError, match="no photos found"):
-        photos.build_from_photos(tmp_path, tmp_path / "out", detector=fake_detector, progress=False)
+        photos.build_from_photos(tmp_path, tmp_path / "out", detector=fake_face_detector, progress=False)

@@ -220,3 +220,16 @@ def test_flip_moves_landmarks_with_the_pixels():
         torch.testing.assert_close(flipped_image[:, v, u], image[:, pixels[source, 1], pixels[source, 0]])
         assert flipped_conf[k] == source
     torch.testing.assert_close(flip_landmarks(flip_landmarks(normalised)), normalised)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # the packed and the two-pass z-buffers
+def test_a_triangle_larger_than_the_budget_is_rasterised_alone(monkeypatch, dtype):
+    """A box bigger than the per-op budget (a close-up at thousands of pixels: synthesize --size 2000 failed
+    with a reshape error) is done in buffers grown to it, with the same pixels as the loop."""
+    size = 40
+    screen, faces = random_scene(7, size, dtype=dtype)
+    expected = reference_rasterize(screen, faces, size, cull_backfaces=True, planes=dtype == torch.float32)
+    monkeypatch.setattr(render, "_SERIAL", 64)  # far below the largest triangle's box here
+    got = render.rasterize(screen, faces, size, cull_backfaces=True)
+    torch.testing.assert_close(got.face_index, expected.face_index, rtol=0, atol=0)
+    torch.testing.assert_close(got.bary, expected.bary, rtol=0, atol=1e-6)

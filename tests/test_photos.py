@@ -104,9 +104,11 @@ def test_a_folder_of_three_photos_and_one_trains(tmp_path):
 
 @needs_dlib
 def test_the_photo_tool_with_dlib_on_rendered_faces(tmp_path):
-    rendered_photo_folder(tmp_path / "photos", {"ann": 3, "bob": 1}, size=224)
+    # dlib, made for real photos, misses some grey renders: enough people that the found ones still make a
+    # ring (a result that cannot is refused, tests/test_bad_inputs_datasets.py)
+    rendered_photo_folder(tmp_path / "photos", {"ann": 3, "bob": 1, "cy": 1, "dan": 1, "eve": 1}, size=224)
     report = photos.build_from_photos(tmp_path / "photos", tmp_path / "dataset", size=64, progress=False)
-    assert report.written + len(report.skipped) == 4 and report.written >= 2
+    assert report.written + len(report.skipped) == 7 and report.written >= 3
 
 
 def test_no_face_in_a_photo_is_skipped_and_counted(tmp_path):

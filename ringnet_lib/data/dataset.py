@@ -27,6 +27,7 @@ the true β of the image, never the prediction).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import warnings
@@ -41,10 +42,12 @@ import torch
 from ..camera import pixels_to_normalized
 from ..params import N_CAMERA, N_EXPRESSION, N_FULL_POSE, N_LANDMARKS, N_SHAPE
 from .augment import flip_sample
-from .images import ImageError, read_image
+from .images import IMAGE_SUFFIXES, ImageError, read_image
 
 FORMAT_VERSION = 1
 METADATA_NAME = "metadata.npz"
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an npz is a zip: its first entry, or the end of an empty zip
+IMAGES_FOLDER = "images"  # the writers' images, in any sub-folders
 # Per-image ground truth in the metadata: key -> size of its last dimension. Items carry them as true_<key>.
 OPTIONAL_PER_IMAGE = {"shape": N_SHAPE, "expression": N_EXPRESSION, "pose": N_FULL_POSE, "camera": N_CAMERA}
 
@@ -54,32 +57,108 @@ class DatasetFormatError(ValueError):
 
 
 class DatasetExistsError(DatasetFormatError):
-    """The output folder already holds a dataset (or other files); ``overwrite`` replaces it."""
+    """The output folder already holds a dataset (``overwrite`` replaces it), or something else (never replaced)."""
+
+
+def dataset_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a dataset this library wrote (naming what it holds), or None when it is one.
+
+    The writers make exactly ``metadata.npz`` and ``images/``, whose files are images in any
+    sub-folders (docs/dataset_format.md). Only such a folder may be replaced by ``overwrite``: anything
+    else in it (a user's notes, photos beside it, a symbolic link) would be lost with it.
+    """
+    entries = sorted(folder.iterdir())
+    if not (folder / METADATA_NAME).is_file() or (folder / METADATA_NAME).is_symlink():
+        return f"it holds {_listed([_shown(entry) for entry in entries])} and no {METADATA_NAME}"
+    others = [_shown(entry) for entry in entries if entry.name not in (METADATA_NAME, IMAGES_FOLDER)]
+    images = folder / IMAGES_FOLDER
+    if images.is_symlink() or (images.exists() and not images.is_dir()):
+        others.append(_shown(images))
+    elif images.is_dir():
+        others += _not_images(images, folder)
+    return f"it holds {_listed(others)} besides the dataset" if others else None
+
+
+def _shown(path: Path) -> str:
+    return path.name + ("/" if path.is_dir() and not path.is_symlink() else "")
+
+
+def _listed(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _not_images(images: Path, root: Path) -> list[str]:
+    """Paths (relative to ``root``) under ``images`` that no writer makes: files that are not images, links to
+    folders. Links are not followed."""
+    found = []
+    for folder, subfolders, files in os.walk(images):
+        here = Path(folder)
+        found += [str((here / name).relative_to(root)) + "/" for name in subfolders if (here / name).is_symlink()]
+        found += [str((here / name).relative_to(root)) for name in files
+                  if Path(name).suffix.lower() not in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
+def check_output_folder(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output folder that writing a dataset into would lose or mix up.
+
+    Refused: a symbolic link, a file, a non-empty folder that is not a dataset this library wrote
+    (:func:`dataset_folder_problem`; never replaced, whatever ``overwrite``), and a dataset unless
+    ``overwrite``. An absent or empty folder is fine.
+    """
+    out = Path(out)
+    if out.is_symlink():
+        raise DatasetExistsError(f"{out}: is a symbolic link; give the folder it points to, or another output folder")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DatasetExistsError(f"{out}: is a file, not a folder; choose another output folder (a file is never "
+                                 "replaced)")
+    if not any(out.iterdir()):
+        return
+    problem = dataset_folder_problem(out)
+    if problem:
+        raise DatasetExistsError(f"{out}: is not a dataset folder ({problem}); choose another output folder, new "
+                                 f"or empty (only a folder of {METADATA_NAME} and {IMAGES_FOLDER}/ is ever replaced)")
+    if not overwrite:
+        raise DatasetExistsError(f"{out}: already holds a dataset; choose another output folder, or pass --overwrite "
+                                 "to replace it (its images are removed)")
 
 
 @contextlib.contextmanager
 def new_dataset_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``out`` to write a dataset into, moved to ``out`` when the block succeeds.
 
-    An interrupted or failed write leaves nothing behind (and ``out`` untouched). An ``out`` that
-    exists and is not empty is refused before any work unless ``overwrite``, which replaces it,
-    old images included, only once the new dataset is complete.
+    An interrupted or failed write leaves nothing behind (and ``out`` untouched). ``out`` is checked
+    before any work (:func:`check_output_folder`): ``overwrite`` replaces a dataset, old images
+    included, only once the new dataset is complete, and never a folder that holds anything else.
     """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        what = "a dataset" if (out / METADATA_NAME).is_file() else "files" if out.is_dir() else "a file"
-        raise DatasetExistsError(f"{out}: already holds {what}; choose another output folder, or pass --overwrite "
-                                 "to replace it (its images are removed)")
+    out = Path(os.path.abspath(out))  # "." or "x/..": the staging folder must lie beside out, not in it
+    check_output_folder(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         yield staging
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        staging.rename(out)
+        _move_into_place(staging, out, overwrite)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+
+
+def _move_into_place(staging: Path, out: Path, overwrite: bool) -> None:
+    """Rename ``staging`` to ``out``; an old dataset there is moved aside first, then removed file by file."""
+    check_output_folder(out, overwrite)  # again: files may have been put there while the dataset was written
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    out.replace(old)  # an empty out, or a dataset: never anything else (checked just above)
+    staging.rename(out)
+    # Remove only what a dataset holds; rmdir (not rmtree) fails rather than delete anything else.
+    if (old / IMAGES_FOLDER).is_dir():
+        shutil.rmtree(old / IMAGES_FOLDER)
+    (old / METADATA_NAME).unlink(missing_ok=True)
+    old.rmdir()
 
 
 def write_metadata(root: str | Path, image: Sequence[str], identity: np.ndarray, identity_name: Sequence[str],
@@ -160,11 +239,25 @@ def read_metadata(root: str | Path) -> dict[str, np.ndarray]:
         raise DatasetFormatError(f"{path}: no such file; a dataset folder holds images and {METADATA_NAME} "
                                  "(make one with `python -m ringnet_lib.data.synthesize` or `... .photos`)")
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(ZIP_MAGIC[0]))
+    except OSError as error:
+        raise DatasetFormatError(f"{path}: cannot be read ({error.strerror})") from None
+    # Checked first: given anything but a zip, np.load tries a pickle and refuses it with "allow_pickle",
+    # which would call random bytes "arrays that need unpickling".
+    if head not in ZIP_MAGIC:
+        raise DatasetFormatError(f"{path}: not a readable .npz (it does not start as a zip archive: the file is "
+                                 "corrupt, or not an npz); make the dataset again") from None
+    try:
         with np.load(path, allow_pickle=False) as data:
             meta = {key: data[key] for key in data.files}
-    except ValueError as error:  # an object array: numpy refuses to unpickle it
-        raise DatasetFormatError(f"{path}: holds arrays numpy can only read by unpickling ({error}); a dataset's "
-                                 "metadata is plain arrays (see docs/dataset_format.md)") from None
+    except ValueError as error:
+        reason = " ".join(str(error).split())  # numpy's header errors span lines
+        if "allow_pickle" in reason:  # an object array: numpy refuses to unpickle it
+            raise DatasetFormatError(f"{path}: holds arrays numpy can only read by unpickling ({reason}); a "
+                                     "dataset's metadata is plain arrays (see docs/dataset_format.md)") from None
+        raise DatasetFormatError(f"{path}: not a readable .npz ({reason}); the file is corrupt: make the dataset "
+                                 "again") from None
     except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise DatasetFormatError(f"{path}: not a readable .npz ({type(error).__name__}: {error}); the file is "
                                  "corrupt or truncated: write it again") from None

@@ -23,14 +23,18 @@ extent covers :data:`CROP_FILL` of it, as the synthetic data and RingNet's train
 cascade box, the same square estimated from the box, :data:`BOX_EXTENT`), resized to ``size``.
 
 Photos that cannot be read, or where no face is found, are skipped, counted and named in the
-report; a photo with several faces keeps the largest (also reported).
+report; a photo with several faces keeps the largest (also reported). When the photos left cannot
+make a single ring (2 of one person and 1 of another), nothing is written. The output folder is
+never the photo folder, inside it or around it, and ``--overwrite`` replaces only a dataset.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,8 +43,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..checks import check_memory
 from ..params import N_LANDMARKS
-from .dataset import METADATA_NAME, DatasetFormatError, new_dataset_folder, write_metadata
+from .dataset import METADATA_NAME, DatasetFormatError, check_output_folder, new_dataset_folder, write_metadata
 from .images import IMAGE_SUFFIXES, ImageError, read_image
 
 CROP_FILL = 0.55  # landmark extent / crop side: the middle of the synthetic range (0.45, 0.6)
@@ -50,6 +55,13 @@ CROP_FILL = 0.55  # landmark extent / crop side: the middle of the synthetic ran
 BOX_EXTENT = 0.94
 BOX_CENTRE_DROP = 0.19
 DETECTION_SIDE = 1024  # photos with a longer side are downscaled to this for detection
+# Memory of the dataset builder, to refuse a --size that cannot fit before any photo is read: a crop is made
+# and saved one at a time, measured at 10 bytes per pixel (PIL's RGBX transform, the numpy RGB copy, PIL's
+# image of it for the PNG encoder; 4,096 and 8,192 px), and every photo keeps its landmarks, confidences and
+# name until metadata.npz is written (about 2 kB, copied once more when stacked and validated).
+CROP_BYTES_PER_PIXEL = 16
+BYTES_PER_PHOTO = 8 * 2**10
+MIN_PHOTOS_PER_SUBJECT = 2  # a ring's subject needs 2 views (data/rings.py), and it needs 1 other person
 
 
 class NoFaceError(ValueError):
@@ -223,8 +235,11 @@ def build_from_photos(source: str | Path, out: str | Path, size: int = 224, dete
                       progress: bool = True, overwrite: bool = False) -> BuildReport:
     """Detect, crop and write every photo of ``source/<identity>/`` into the dataset folder ``out``.
 
-    Written to a temporary folder and moved into place at the end (nothing half written); an
-    ``out`` that is not empty is refused unless ``overwrite``.
+    Written to a temporary folder and moved into place at the end (nothing half written). Refused
+    before any photo is read: an ``out`` that is ``source``, lies inside it or holds it; a file or a
+    folder that is not a dataset (:func:`~.dataset.check_output_folder`); a dataset unless ``overwrite``;
+    a ``size`` that cannot fit in memory. Refused after detection, with nothing written: photos that
+    cannot make a single ring (2 of one person and 1 of another).
     """
     source, out = Path(source), Path(out)
     if not source.is_dir():
@@ -236,6 +251,13 @@ def build_from_photos(source: str | Path, out: str | Path, size: int = 224, dete
     if not photos:
         raise DatasetFormatError(f"{source}: no photos found ({', '.join(IMAGE_SUFFIXES)}) in {len(folders)} "
                                  f"sub-folder(s); expected {source}/<identity>/<photo>")
+    check_apart(source, out)
+    check_output_folder(out, overwrite)
+    try:
+        check_memory(f"--size {size}", CROP_BYTES_PER_PIXEL * size ** 2 + BYTES_PER_PHOTO * len(photos),
+                     f"each crop is made and saved at {size} x {size} px: lower --size (RingNet uses 224)")
+    except ValueError as error:
+        raise DatasetFormatError(str(error)) from None
     try:
         detect, _ = get_detector(detector, landmarks=True)
     except ImportError as error:
@@ -259,8 +281,7 @@ def build_from_photos(source: str | Path, out: str | Path, size: int = 224, dete
             Image.fromarray(crop).save(staging / name)
             inside = ((landmarks >= 0) & (landmarks <= size)).all(axis=1)
             rows.append((folder.name, name, landmarks, inside.astype(np.float32)))
-        if not rows:
-            raise DatasetFormatError(f"{source}: no usable photo ({report.summary().splitlines()[0]}; see above)")
+        check_ring_possible(source, [r[0] for r in rows], report)
         names = sorted({r[0] for r in rows})
         counts = {n: sum(r[0] == n for r in rows) for n in names}
         report.single_image_identities = [n for n in names if counts[n] == 1]
@@ -272,12 +293,44 @@ def build_from_photos(source: str | Path, out: str | Path, size: int = 224, dete
     return report
 
 
+def check_apart(source: Path, out: Path) -> None:
+    """Refuse an ``out`` that is the photo folder, lies inside it or holds it: ``--overwrite`` would delete the
+    photos, and a dataset inside them would be read as one more person's photos by the next run."""
+    photo_folder, dataset = source.resolve(), out.resolve()
+    where = ("is" if dataset == photo_folder else "lies inside" if photo_folder in dataset.parents
+             else "holds" if dataset in photo_folder.parents else "")
+    if where:
+        raise DatasetFormatError(f"{out}: {where} the photo folder {source}; write the dataset to a folder "
+                                 "outside the photos")
+
+
+def check_ring_possible(source: Path, people: list[str], report: BuildReport) -> None:
+    """Refuse, before anything is written, usable photos that cannot make a single ring (training would fail on
+    them): at least :data:`MIN_PHOTOS_PER_SUBJECT` photos of one person and 1 of another are needed."""
+    counts = Counter(people)
+    if len(counts) >= 2 and max(counts.values()) >= MIN_PHOTOS_PER_SUBJECT:
+        return
+    # The skipped photos, relative to the folder, each with the gist of its reason (the full one names the
+    # file again): the report that lists them all is printed only on success.
+    gist = [f"{Path(path).relative_to(source)} ({re.split(r' [(]|; ', reason)[0]})" for path, reason in report.skipped]
+    skipped = f"skipped {len(gist)}" + (": " + ", ".join(gist[:5]) if gist else "")
+    skipped += f" and {len(gist) - 5} more" if len(gist) > 5 else ""
+    if not people:
+        raise DatasetFormatError(f"{source}: no usable photo ({skipped})")
+    n, each = len(people), ", ".join(f"{person} {count}" for person, count in sorted(counts.items()))
+    raise DatasetFormatError(f"{source}: {n} usable photo{'s' if n > 1 else ''} of {len(counts)} "
+                             f"{'person' if len(counts) == 1 else 'people'} ({each}), and a ring needs "
+                             f"{MIN_PHOTOS_PER_SUBJECT} photos of one person and 1 of another: add photos, one "
+                             f"sub-folder per person ({skipped})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ringnet_lib.data.photos", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="folder with one sub-folder of photos per identity")
     parser.add_argument("out", help="dataset folder to write (new or empty)")
     parser.add_argument("--size", type=int, default=224, help="side of the crops, pixels")
-    parser.add_argument("--overwrite", action="store_true", help="replace the dataset already in OUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace the dataset already in OUT (never a folder "
+                        "that holds anything else)")
     args = parser.parse_args(argv)
     try:
         report = build_from_photos(args.source, args.out, args.size, overwrite=args.overwrite)

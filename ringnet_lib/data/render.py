@@ -239,6 +239,9 @@ def _cells(tris: _Triangles, size: int, n_pixels: int) -> Iterator[tuple[torch.T
     for row, out in zip(tris.table, table):
         torch.index_select(row, 0, order, out=out)
     corner = tris.corner_pixel.index_select(0, order)
+    # A triangle's box larger than the budget (a close-up at thousands of pixels) is done alone, in
+    # buffers grown to its box: the budget bounds a chunk of many triangles, never one triangle.
+    budget = max([budget] + [h * w for h, w, _ in passes])
     w0_buffer, w1_buffer, w2_buffer, low_buffer = torch.empty(4, budget, dtype=dtype, device=device)
     pixel_buffer = torch.empty(budget, dtype=torch.long, device=device)
     inside_buffer = torch.empty(budget, dtype=torch.bool, device=device)
@@ -291,6 +294,8 @@ def _nearest_packed(tris: _Triangles, size: int, n_pixels: int) -> tuple[torch.T
     key_buffer = torch.empty(_limit(device, _GPU_CELLS), dtype=torch.long, device=device)
     for pixel, depth, inside, rank, shape in _cells(tris, size, n_pixels):
         depth.masked_fill_(inside.logical_not_(), float("-inf"))
+        if len(pixel) > len(key_buffer):  # one triangle's box beyond the budget (see _cells)
+            key_buffer = torch.empty(len(pixel), dtype=torch.long, device=device)
         key = key_buffer[:len(pixel)]
         key.copy_(_ordered(depth)).bitwise_left_shift_(32).view(shape).bitwise_or_(rank)
         keys.scatter_reduce_(0, pixel, key, reduce="amax")

@@ -19,10 +19,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
+import warnings
 from dataclasses import field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -30,17 +33,40 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..camera import camera_looking_at, normalized_to_pixels
-from ..cli import ConfigError, add_arguments
+from ..checks import check_memory, memory_available
+from ..cli import ConfigError, add_arguments, flag
 from ..decoder import Decoder
 from ..landmarks import head_rotation
 from ..params import GLOBAL, JAW, N_EXPRESSION, N_FULL_POSE, N_PARAMS, N_SHAPE, join_params, joint_pose
 from . import appearance, render
-from .dataset import METADATA_NAME, DatasetExistsError, new_dataset_folder, write_metadata
+from .dataset import METADATA_NAME, DatasetExistsError, check_output_folder, new_dataset_folder, write_metadata
+
+# `python -m ringnet_lib.data.synthesize` imports the package ringnet_lib.data first, whose __init__ imports this
+# module (through .synthetic), so runpy warns, on every run, that it executes a second copy as __main__. That copy
+# is harmless: main() uses its own functions and classes throughout, and the errors it catches come from other
+# modules. The warning is silenced for this module alone, rather than making the package's imports lazy.
+warnings.filterwarnings("ignore", message=r"'ringnet_lib\.data\.synthesize' found in sys\.modules",
+                        category=RuntimeWarning)
 
 # Confidence given to a landmark hidden behind the face itself: its position is exact
 # (ground truth), but a detector would be guessing there. Outside the image: 0.
 OCCLUDED_CONFIDENCE = 0.25
 VISIBILITY_TOLERANCE_M = 0.004  # depth slack for "visible", in metres
+
+# Memory, to refuse what cannot fit before allocating anything (SynthConfig.memory_needed).
+# Rendering: measured 52-92 bytes per pixel of a batch (peak RSS, 256 to 1,800 px, batches of 1 to 8: the
+# background drawn in float64, the z-buffer, barycentrics, face indices, the shaded image); 128 leaves a margin.
+RENDER_BYTES_PER_PIXEL = 128
+# ... and per image of a batch, whatever its size: the albedo (V x 3 in float64 and float32), FLAME's
+# intermediates (measured about 0.5 MB an image) and the renderer's triangle tables.
+RENDER_BYTES_PER_IMAGE = 2**20
+# Kept for every image until metadata.npz is written: 1.5 kB of float32 ground truth (held twice while the
+# batches are concatenated), the (identity, k) pair and the file name as Python objects, and the float64 copy
+# of the landmarks that write_metadata's validation makes.
+BYTES_PER_IMAGE = 8 * 2**10
+# Kept for every identity: its neutral mesh (FLAME's 5,023 vertices x 3 float32 = 60 kB), β and its name.
+BYTES_PER_IDENTITY = 64 * 2**10
+LIBRARY_BYTES = 2**30  # torch, numpy and the model (measured 0.7 GB of RSS once the model is loaded)
 
 
 def _option(default, help: str, group: str):
@@ -73,18 +99,59 @@ class SynthConfig:
     batch: int = _option(32, "images rendered at once", "speed")
 
     def validate(self) -> None:
-        """One-line errors for values the generator cannot use."""
-        checks = [(self.identities >= 2, "identities", "must be >= 2 (a ring needs two people)"),
-                  (self.per_identity >= 2, "per_identity", "must be >= 2 (a ring needs two views of a person)"),
-                  (self.size >= 16, "size", "must be >= 16 pixels"),
-                  (self.batch >= 1, "batch", "must be >= 1"),
-                  (0 < self.fill_min <= self.fill_max <= 1.5, "fill_min", "must satisfy 0 < fill_min <= fill_max"),
-                  (self.image_format in ("jpg", "png"), "image_format", "must be jpg or png"),
-                  (min(self.shape_std, self.expression_std, self.yaw_deg, self.pitch_deg, self.roll_deg,
-                       self.jaw_open_max, self.centre_jitter) >= 0, "std/range", "must be >= 0")]
-        for ok, name, message in checks:
+        """One-line :class:`ConfigError` naming the field and its flag, for values the generator cannot use
+        (each field is checked), then for a request that cannot fit in this machine's memory."""
+        for name in FLOAT_FIELDS:  # NaN passes every comparison below, and inf overflows later
+            if not math.isfinite(getattr(self, name)):
+                self._fail(name, "must be a finite number")
+        checks = [("identities", self.identities >= 2, "must be >= 2 (a ring needs two people)"),
+                  ("per_identity", self.per_identity >= 2, "must be >= 2 (a ring needs two views of a person)"),
+                  ("seed", self.seed >= 0, "must be >= 0 (numpy's seeds are non-negative)"),
+                  ("size", self.size >= 16, "must be >= 16 pixels"),
+                  ("batch", self.batch >= 1, "must be >= 1"),
+                  ("fill_min", self.fill_min > 0, "must be > 0 (the face's share of the crop)"),
+                  ("fill_max", self.fill_min <= self.fill_max <= 1.5, "must lie in [fill_min, 1.5]"),
+                  ("image_format", self.image_format in ("jpg", "png"), "must be jpg or png"),
+                  *[(name, getattr(self, name) >= 0, "must be >= 0") for name in NON_NEGATIVE_FIELDS]]
+        for name, ok, message in checks:
             if not ok:
-                raise ConfigError(f"{name}: {message}")
+                self._fail(name, message)
+        self._check_memory()
+
+    def _fail(self, name: str, message: str) -> NoReturn:
+        raise ConfigError(f"{name} ({flag(name)}): {message}, got {getattr(self, name)!r}")
+
+    def memory_needed(self) -> dict[str, float]:
+        """Bytes that :func:`synthesize_dataset` holds at once besides the libraries: ``render``, one batch
+        being rendered, and ``metadata``, what is kept for every image and identity until ``metadata.npz`` is
+        written; ``render_one``, the render of a batch of one image."""
+        images = self.identities * self.per_identity
+        render_one = RENDER_BYTES_PER_PIXEL * self.size ** 2 + RENDER_BYTES_PER_IMAGE
+        return {"render": min(self.batch, images) * render_one, "render_one": render_one,
+                "metadata": images * BYTES_PER_IMAGE + self.identities * BYTES_PER_IDENTITY}
+
+    def _check_memory(self) -> None:
+        """Refuse, before anything is allocated, what needs more than the machine's memory, naming the flag
+        that asks for most of it: the number of images, their side, or the batch."""
+        needed = self.memory_needed()
+        if needed["metadata"] >= needed["render"]:
+            name = f"identities (--identities {self.identities} x --per-identity {self.per_identity})"
+            what_to_do = ("every image's landmarks and ground truth and every identity's mesh stay in memory until "
+                          "metadata.npz is written: lower --identities or --per-identity")
+        elif LIBRARY_BYTES + needed["metadata"] + needed["render_one"] > memory_available():
+            name, what_to_do = f"size (--size {self.size})", "images are rendered at this side: lower --size"
+        else:
+            name = f"batch (--batch {self.batch})"
+            what_to_do = f"{self.batch} images of {self.size} px are rendered at once: lower --batch"
+        try:
+            check_memory(name, LIBRARY_BYTES + needed["render"] + needed["metadata"], what_to_do)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
+FLOAT_FIELDS = [item.name for item in dataclasses.fields(SynthConfig) if item.type in ("float", float)]
+NON_NEGATIVE_FIELDS = ("shape_std", "expression_std", "yaw_deg", "pitch_deg", "roll_deg", "jaw_open_max",
+                       "centre_jitter")
 
 
 @dataclasses.dataclass
@@ -224,8 +291,9 @@ def synthesize_dataset(config: SynthConfig, out: str | Path, decoder: Decoder | 
     """Render ``identities x per_identity`` images into ``out`` in the dataset format. Returns the metadata path.
 
     Everything is written to a temporary folder beside ``out`` and moved into place at the end,
-    so an interrupted run leaves nothing half written. An ``out`` that exists and is not empty is
-    refused unless ``overwrite`` (which removes it, old images included, once the new one is complete).
+    so an interrupted run leaves nothing half written. An ``out`` that holds a dataset is refused
+    unless ``overwrite`` (which removes it, old images included, once the new one is complete); a
+    file, or a folder that holds anything else, is always refused (:func:`~.dataset.check_output_folder`).
     ``decoder`` or a ready ``synthesizer`` (whose config must be ``config``) saves building the model.
     """
     config.validate()
@@ -246,18 +314,27 @@ def synthesize_dataset(config: SynthConfig, out: str | Path, decoder: Decoder | 
                 for key in fields:
                     fields[key].append(getattr(batch, key).numpy())
                 bar.update(len(chunk))
-        with torch.no_grad():
-            betas = torch.as_tensor(np.stack([synth.identity(i)[0] for i in range(config.identities)]),
-                                    dtype=torch.float32)
-            neutral = synth.decoder.neutral(betas).vertices.numpy()
+        neutral = neutral_meshes(synth, config.identities, config.batch)
         arrays = {key: np.concatenate(value) for key, value in fields.items()}
         info = json.dumps({"generator": "ringnet_lib.data.synthesize", "config": dataclasses.asdict(config),
                            "model": str(synth.decoder.flame.source), "command": description})
         write_metadata(staging, names, np.array([i for i, _ in pairs]),
                        [f"synthetic_{i:05d}" for i in range(config.identities)],
-                       neutral_vertices=neutral.astype(np.float32), faces=synth.decoder.flame.faces.numpy(),
+                       neutral_vertices=neutral, faces=synth.decoder.flame.faces.numpy(),
                        description=info, **arrays)
     return Path(out) / METADATA_NAME
+
+
+@torch.no_grad()
+def neutral_meshes(synth: Synthesizer, identities: int, batch: int) -> np.ndarray:
+    """``identities x V x 3`` float32: each identity's neutral mesh, ``batch`` identities at a time (FLAME's
+    intermediates take about 0.5 MB an identity: all at once, 10^5 identities would need 50 GB)."""
+    meshes = np.empty((identities, synth.decoder.flame.v_template.shape[0], 3), dtype=np.float32)
+    for start in range(0, identities, batch):
+        chosen = range(start, min(start + batch, identities))
+        betas = torch.as_tensor(np.stack([synth.identity(i)[0] for i in chosen]), dtype=torch.float32)
+        meshes[start:start + len(chosen)] = synth.decoder.neutral(betas).vertices.numpy()
+    return meshes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,17 +342,21 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     add_arguments(parser, SynthConfig)
     parser.add_argument("--out", required=True, type=Path, help="output folder (created; must be new or empty)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out (never a "
+                        "folder that holds anything else)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = vars(parser.parse_args(argv))
     out, overwrite, threads = args.pop("out"), args.pop("overwrite"), args.pop("threads")
-    if threads:
-        torch.set_num_threads(threads)
     config = SynthConfig(**args)
     command = " ".join(["python -m ringnet_lib.data.synthesize"] + (sys.argv[1:] if argv is None else argv))
     start = time.perf_counter()
     try:
+        if threads is not None and threads < 1:  # torch.set_num_threads(-1) is a traceback
+            raise ConfigError(f"threads (--threads): must be >= 1 (leave it out for torch's choice), got {threads}")
+        if threads:
+            torch.set_num_threads(threads)
         config.validate()
+        check_output_folder(out, overwrite)  # before the model is built; synthesize_dataset checks it again
         synthesizer = Synthesizer(config)
         loaded = time.perf_counter()
         path = synthesize_dataset(config, out, description=command, synthesizer=synthesizer, overwrite=overwrite)

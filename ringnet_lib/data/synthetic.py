@@ -113,7 +113,8 @@ class SyntheticRingSet(torch.utils.data.Dataset):
                  decoder: Decoder | None = None):
         if ring_size - 1 > images_per_identity:
             raise ValueError(f"ring_size {ring_size} needs {ring_size - 1} images of one identity, but there are "
-                             f"only {images_per_identity} per identity (images_per_identity)")
+                             f"only {images_per_identity} per identity (images_per_identity); lower ring_size to "
+                             f"at most {images_per_identity + 1} or raise images_per_identity")
         if n_identities is not None and n_identities < 2:
             raise ValueError("a ring needs at least 2 identities (n_identities >= 2)")
         if n_identities is None and not n_rings:

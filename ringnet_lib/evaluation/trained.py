@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..checks import check_memory
 from ..data.dataset import FaceDataset
 from ..data.synthesize import SynthConfig, synthesize_dataset
 from ..data.synthetic import SyntheticRingSet
@@ -34,10 +35,39 @@ from ..training.config import RENDER, TrainConfig
 from ..training.data import make_rings
 from .benchmark import HELDOUT_SEED, evaluate_shapes, results_rows, results_table
 from .now import cumulative_error_curve
-from .report import write_report
+from .report import check_writable, write_report
 
 BASELINE = "mean shape (β = 0)"
 MODEL = "trained encoder"
+IMAGES_PER_IDENTITY = 2  # the command line's images (scans) per held-out identity
+
+# Peak memory of a benchmark, measured (peak RSS over the imports, default head, one thread): 4 images of 32 px and
+# 1,000 points per scan 90 MB; per image 480 kB (its meshes: truth, prediction, baseline, decoder intermediates) and
+# 110 bytes per pixel (rendering); per scan point about 580 bytes while its ICP runs (one scan at a time); and the
+# errors kept, per image and point, 2 methods x (float32 + a float64 summary + the pooled copies). Rounded up.
+BYTES_PER_IMAGE = 600e3
+BYTES_PER_PIXEL = 150.0
+BYTES_PER_SCAN_POINT = 1000.0
+BYTES_PER_ERROR = 2 * 32.0
+
+
+def benchmark_memory(n_identities: int, images_per_identity: int, n_points: int, image_size: int) -> dict:
+    """Bytes a benchmark of that size needs, by cause: ``{"identities": ..., "points": ..., "both": ...}``
+    (``both``: the errors kept, one per image and scan point)."""
+    images = float(n_identities) * images_per_identity
+    return {"identities": images * (BYTES_PER_IMAGE + BYTES_PER_PIXEL * float(image_size) ** 2),
+            "points": float(n_points) * BYTES_PER_SCAN_POINT, "both": images * float(n_points) * BYTES_PER_ERROR}
+
+
+def check_benchmark_memory(n_identities: int, n_points: int, image_size: int,
+                           images_per_identity: int = IMAGES_PER_IDENTITY) -> None:
+    """Refuse, before any work, a benchmark too big for this machine, naming the flag that makes it so."""
+    needed = benchmark_memory(n_identities, images_per_identity, n_points, image_size)
+    flag = "--identities" if needed["identities"] >= needed["points"] else "--points"
+    value = n_identities if flag == "--identities" else n_points
+    check_memory(f"{flag} {value}", sum(needed.values()),
+                 f"lower {flag} (the benchmark holds {n_identities * images_per_identity:,} images of {image_size} px "
+                 f"and samples {n_points:,} points per scan)", share=0.5)
 
 
 def _check_heldout_seed(seed: int, config: TrainConfig) -> None:
@@ -153,21 +183,24 @@ def main(argv: list[str] | None = None) -> int:
                                                  "(NoW metric) next to the mean shape.")
     parser.add_argument("checkpoint", help="checkpoint.pt written by python -m ringnet_lib.train")
     parser.add_argument("--out", required=True, type=Path, help="folder for metrics.md/.csv/.json/.png")
-    parser.add_argument("--identities", type=int, default=12, help="held-out identities, >= 2 (2 images each)")
+    parser.add_argument("--identities", type=int, default=12,
+                        help=f"held-out identities, >= 2 ({IMAGES_PER_IDENTITY} images each)")
     parser.add_argument("--points", type=int, default=1000, help="points sampled per scan, >= 100")
     parser.add_argument("--flame-model", type=Path, help="a FLAME folder, instead of the one the checkpoint names")
     args = parser.parse_args(argv)
     problems = [f"--identities {args.identities}: give 2 or more" if args.identities < 2 else "",
-                f"--points {args.points}: give 100 or more" if args.points < 100 else "",
-                f"--out {args.out}: is a file; give a folder" if args.out.is_file() else ""]
-    try:
+                f"--points {args.points}: give 100 or more" if args.points < 100 else ""]
+    try:  # everything a user can get wrong is refused here, before the work (minutes) and without writing
         if any(problems):
             raise ValueError(next(p for p in problems if p))
-        results = benchmark_checkpoint(args.checkpoint, n_identities=args.identities, n_points=args.points,
-                                       flame_model=args.flame_model)
+        check_writable(args.out, "--out")
+        encoder, config, decoder = load_encoder(args.checkpoint, flame_model=args.flame_model)
+        check_benchmark_memory(args.identities, args.points, config.image_size)
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    results = benchmark_encoder(encoder, config, decoder, n_identities=args.identities,
+                                images_per_identity=IMAGES_PER_IDENTITY, n_points=args.points)
     paths = write_benchmark(results, args.out)
     print(results_table(results))
     print(f"median error, trained / mean shape: {median_ratio(results):.3f} (lower is better; 1.0 = the mean face)")

@@ -20,7 +20,6 @@ Data sources (``data``):
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +27,8 @@ from typing import Literal
 import torch
 
 from .. import losses
-from ..cli import ConfigError, coerce, field_types
+from ..checks import gib, memory_available
+from ..cli import ConfigError, check_finite_fields, coerce, field_types
 
 RENDER = "render"
 SYNTHETIC = "synthetic"
@@ -197,6 +197,8 @@ def validate_config(config: TrainConfig) -> None:
                "is needed with n_identities=none (fresh identities): the rings of one epoch"),
               (config.n_rings is None or config.n_rings >= 1, "n_rings", "must be >= 1 (or none)"),
               (config.max_steps is None or config.max_steps >= 1, "max_steps", "must be >= 1 (or none: epochs)"),
+              (config.seed >= 0, "seed", "must be >= 0 (numpy takes no negative seeds)"),
+              (config.data_seed >= 0, "data_seed", "must be >= 0 (numpy takes no negative seeds)"),
               (0.0 <= config.flip_probability <= 1.0, "flip_probability", "must lie in [0, 1]"),
               (0.0 <= config.dropout < 1.0, "dropout", "must lie in [0, 1)"),
               (config.margin >= 0, "margin", "must be >= 0"),
@@ -213,6 +215,12 @@ def validate_config(config: TrainConfig) -> None:
     for ok, name, message in checks:
         if not ok:
             raise ConfigError(f"{name}: {message}; got {getattr(config, name)!r}")
+    check_finite_fields(config)  # after the ranges, which already refuse NaN ("lr: must be > 0; got nan")
+    if config.data == RENDER and config.ring_size - 1 > config.images_per_identity:
+        raise ConfigError(f"ring_size: {config.ring_size} is more than images_per_identity + 1 = "
+                          f"{config.images_per_identity + 1} (ring_size {config.ring_size} needs "
+                          f"{config.ring_size - 1} images of one identity); lower ring_size or raise "
+                          f"images_per_identity to {config.ring_size - 1}")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device: {config.device!r}, but CUDA is not available here; use --device cpu")
     if config.device.startswith("cuda:"):
@@ -222,7 +230,6 @@ def validate_config(config: TrainConfig) -> None:
     elif config.device not in ("cpu", "cuda"):
         raise ConfigError(f"device: {config.device!r} is not cpu, cuda or cuda:N")
     needed, available = memory_needed(config), memory_available(config.device)
-    gib = lambda n: f"{n / 2**30:,.1f} GiB"
     if needed["pool"] > available / 2:
         raise ConfigError(f"n_identities: a pool of {config.n_identities:,} identities x {config.images_per_identity} "
                           f"views needs {gib(needed['pool'])}, and this machine has {gib(available)}; lower "
@@ -248,13 +255,6 @@ def memory_needed(config: TrainConfig) -> dict[str, float]:
     if config.data == RENDER and config.style == "grey" and config.n_identities is not None:
         pool = config.n_identities * config.images_per_identity * POOL_BYTES_PER_IMAGE
     return {"step": step, "pool": pool}
-
-
-def memory_available(device: str) -> float:
-    """Bytes of the device: the GPU's memory, or the machine's RAM."""
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return float(torch.cuda.get_device_properties(torch.device(device)).total_memory)
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def check_compatible(saved: dict, config: TrainConfig) -> list[str]:

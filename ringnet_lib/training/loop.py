@@ -71,17 +71,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """The folder exists or can be made, and can be written (checked by writing), before any work."""
+def check_out_dir(out_dir: Path) -> list[Path]:
+    """The folder exists or can be made, and can be written (checked by writing), before any work.
+
+    Returns the folders it made (``out_dir`` and any missing parents, deepest first), for
+    :func:`remove_if_empty` when the run is refused before it writes anything.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"out_dir: {out_dir} is a file; give a folder")
+    made = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write_test"):
             pass
     except OSError as error:
+        remove_if_empty(made)
         raise ConfigError(f"out_dir: cannot write to {out_dir} ({error.strerror or error}); choose another "
                           "folder") from None
+    return made
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: what a refused run made and never wrote to."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # fails, and stops here, if anything is inside (or it is not there)
+        except OSError:
+            return
 
 
 def first_rings(rings, count: int) -> dict:
@@ -168,8 +184,18 @@ def _train(config: TrainConfig, on_step, device, context, decoder: Decoder | Non
     out_dir = Path(config.out_dir)
     checkpoint_path = out_dir / ckpt.CHECKPOINT_NAME
     result = TrainResult(checkpoint=checkpoint_path)
-    if context.is_main:
-        check_out_dir(out_dir)
+    made = check_out_dir(out_dir) if context.is_main else []
+    try:
+        return _train_in(config, on_step, device, context, decoder, started, out_dir, checkpoint_path, result, made)
+    except BaseException:
+        remove_if_empty(made)  # refused before the first step: leave no empty folder behind
+        raise
+
+
+def _train_in(config: TrainConfig, on_step, device, context, decoder: Decoder | None, started: float,
+              out_dir: Path, checkpoint_path: Path, result: TrainResult, made: list[Path]) -> TrainResult:
+    """:func:`train` once the out_dir is there; ``made``: the folders it made, emptied when the run starts
+    (a run that started keeps its folder, whatever happens)."""
     saved = _resume_state(config, checkpoint_path, result)
     for message in result.warnings:
         print(f"warning: {message}")
@@ -237,6 +263,7 @@ def _train(config: TrainConfig, on_step, device, context, decoder: Decoder | Non
         return len(recent) >= 1 and total > DIVERGENCE_FACTOR * statistics.median(recent)
 
     loader = make_loader(config, rings, context.rank, context.world_size, step, total_steps)
+    made.clear()  # the run starts: from here on out_dir is its, even if it stops before writing anything
     logger = RunLogger(config, out_dir, total_steps, step, enabled=context.is_main)
     amp_dtype = torch.bfloat16 if use_cuda and config.amp else None
     weights = config.loss_weights()
