@@ -9,8 +9,10 @@ For each image size, in the same run:
 1. the data: a small synthetic dataset written to a temporary folder (or ``--data DIR``), or
    ``--data render`` for the on-the-fly renders;
 2. loader: images/s delivered by the loop's own path, ``training.data.make_rings`` ->
-   ``make_loader`` (the DataLoader with ``--workers`` processes and the one ring batch sampler)
-   -> ``prepare_batch`` (to the device, rendering there for ``render``), after one warm-up batch;
+   ``make_loader`` (the DataLoader with ``--workers`` processes and the one ring batch sampler; rendered
+   rings on the CPU are rendered in those workers)
+   -> ``prepare_batch`` (to the device, rendering there for ``render`` on a GPU or without workers),
+   after one warm-up batch;
 3. step: images/s one ResNet-50 training step (forward, backward, SGD) consumes on the same device;
 
 and prints both with their ratio (the loader should deliver at least twice what the step consumes).
@@ -34,7 +36,7 @@ from ringnet_lib.training.data import make_loader, make_rings, prepare_batch
 def loader_rate(config: TrainConfig, decoder: Decoder, batches: int) -> float:
     """Images/s delivered by the training loop's data path over ``batches`` batches (after one warm-up batch)."""
     rings = make_rings(config)
-    loader = make_loader(config, rings, total_steps=batches + 1)
+    loader = make_loader(config, rings, total_steps=batches + 1, decoder=decoder)
     device = torch.device(config.device)
     iterator = iter(loader)
     prepare_batch(next(iterator), rings, decoder, device)  # workers started, first batch through

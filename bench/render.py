@@ -10,7 +10,8 @@ training data draws them), ``--images`` at a time, at each size. The baseline is
 bounding-box pixel of every triangle); the two are called alternately (so a busy machine slows
 both alike) and the medians are compared. Reported per size: images/s (wall clock) and images per
 CPU-second of each, the ratio new / old, whether the images are identical, and how far 224 px is
-from the aim, >= 200 images/s on 2 cores.
+from the aim, >= 200 images/s on 2 cores. That is one call, on one thread; training on the CPU renders
+in its loader's worker processes side by side, which ``bench/data_loading.py --data render`` measures.
 
 Last, the quick preset in a fresh process (``python -m ringnet_lib.train --preset quick --max-steps 1
 --no-tensorboard --eval-rings 0``): seconds until its progress bar appears (the loop has everything
@@ -234,7 +235,9 @@ def main() -> None:
             print(f"      aim >= {AIM_IMAGES_PER_S} images/s on 2 cores: {new_wall:.0f} images/s here "
                   f"({100 * new_wall / AIM_IMAGES_PER_S:.0f} % of it), {1000 / new_cpu:.1f} CPU-ms per image; the "
                   f"renderer's loops run on one thread by design (render.py, _SERIAL), so an idle machine gives "
-                  f"about its images per CPU-second on one thread (--threads 1), whatever its cores")
+                  f"about its images per CPU-second on one thread (--threads 1), whatever its cores; training on the "
+                  f"CPU renders in its loader's worker processes, one call each, side by side: "
+                  f"python bench/data_loading.py --data render --sizes 224 --workers 2 measures that")
     if not args.no_train:
         started, finished, total, cpu = first_step_seconds()
         show = lambda s: "not seen" if s is None else f"{s:.1f} s"

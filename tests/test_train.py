@@ -400,3 +400,24 @@ def test_a_model_without_contour_table_trains_on_51_landmarks_only_when_asked(tm
     assert not (tmp_path / "run" / ckpt.CHECKPOINT_NAME).exists()  # refused before any training
     result = train(tiny_config(tmp_path, flame_model=str(folder), landmarks68=False, max_steps=2))
     assert result.steps == 2 and all(torch.isfinite(torch.tensor(r["total"])) for r in result.history)
+
+
+def test_rendered_rings_are_rendered_in_the_loader_workers_on_the_cpu(tmp_path):
+    """With workers on the CPU the workers render (the main process only trains), and the batches equal those
+    rendered in the main process: rendering draws no random numbers."""
+    from ringnet_lib.decoder import Decoder
+    from ringnet_lib.training.data import RenderInWorkers, make_loader, prepare_batch
+
+    decoder = Decoder(small_flame_folder(tmp_path))
+    config = tiny_config(tmp_path, workers=2)
+    rings = make_rings(config, decoder)
+    in_workers = make_loader(config, rings, total_steps=3, decoder=decoder)
+    assert isinstance(in_workers.collate_fn, RenderInWorkers)
+    in_main = make_loader(dataclasses.replace(config, workers=0), rings, total_steps=3, decoder=decoder)
+    for rendered, plain in zip(in_workers, in_main):
+        assert "images" in rendered and "images" not in plain
+        expected = prepare_batch(plain, rings, decoder, torch.device("cpu"))
+        assert prepare_batch(rendered, rings, decoder, torch.device("cpu")).keys() == expected.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(rendered[key], value, rtol=0, atol=1e-5, msg=key)
+        assert rendered["images"].std() > 0.05  # heads, not an empty frame

@@ -84,7 +84,7 @@ def collate_rings(items: list[dict]) -> dict[str, torch.Tensor]:
 
 def ring_loader(rings, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, workers: int = 0,
                 start_step: int = 0, total_steps: int | None = None, pin_memory: bool = False,
-                prefetch_factor: int | None = None) -> torch.utils.data.DataLoader:
+                prefetch_factor: int | None = None, collate_fn=collate_rings) -> torch.utils.data.DataLoader:
     """A DataLoader of ring batches over a ring dataset, driven by :class:`RingBatchSampler`.
 
     Args:
@@ -98,11 +98,13 @@ def ring_loader(rings, batch_size: int, seed: int = 0, rank: int = 0, world_size
         total_steps: the step to stop before (default: one epoch).
         pin_memory: page-locked batches, for fast copies to a GPU.
         prefetch_factor: batches each worker loads ahead (workers > 0 only).
+        collate_fn: rings -> batch (default :func:`collate_rings`; training's renders in the workers, see
+            :func:`ringnet_lib.training.data.make_loader`).
     """
     sampler = RingBatchSampler(rings.rings_per_epoch, batch_size, seed, rank, world_size, start_step, total_steps)
     options = {"prefetch_factor": prefetch_factor} if workers and prefetch_factor else {}
     # A generator of its own: starting an iterator draws a seed from it, and from torch's global RNG
     # without one, which would shift the dropout of a resumed run (its RNG state is restored before).
     generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
-    return torch.utils.data.DataLoader(rings, batch_sampler=sampler, collate_fn=collate_rings, num_workers=workers,
+    return torch.utils.data.DataLoader(rings, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
                                        pin_memory=pin_memory, persistent_workers=False, generator=generator, **options)

@@ -262,7 +262,7 @@ def _train_in(config: TrainConfig, on_step, device, context, decoder: Decoder | 
         recent = [r["total"] for r in result.history[-SANITY_WINDOW:]]
         return len(recent) >= 1 and total > DIVERGENCE_FACTOR * statistics.median(recent)
 
-    loader = make_loader(config, rings, context.rank, context.world_size, step, total_steps)
+    loader = make_loader(config, rings, context.rank, context.world_size, step, total_steps, decoder)
     made.clear()  # the run starts: from here on out_dir is its, even if it stops before writing anything
     logger = RunLogger(config, out_dir, total_steps, step, enabled=context.is_main)
     amp_dtype = torch.bfloat16 if use_cuda and config.amp else None
