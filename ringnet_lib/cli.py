@@ -79,13 +79,21 @@ def coerce(cls, name: str, value):
     raise ConfigError(f"{name}: {value!r} is not {' or '.join(errors)}" + (" or none" if optional else ""))
 
 
-def check_finite_fields(config) -> None:
-    """Raise :class:`ConfigError` naming the first float field of the dataclass ``config`` that is NaN or
-    infinite (``float("inf")`` passes every ``>= 0`` check, and a loss weight of inf trains nothing)."""
+def non_finite_field(config) -> str | None:
+    """The first float field of the dataclass ``config`` that is NaN or infinite, or None."""
     for item in dataclasses.fields(config):
         value = getattr(config, item.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{item.name}: must be a finite number; got {value!r}")
+            return item.name
+    return None
+
+
+def check_finite_fields(config) -> None:
+    """Raise :class:`ConfigError` naming the first float field of the dataclass ``config`` that is NaN or
+    infinite (``float("inf")`` passes every ``>= 0`` check, and a loss weight of inf trains nothing)."""
+    name = non_finite_field(config)
+    if name is not None:
+        raise ConfigError(f"{name}: must be a finite number; got {getattr(config, name)!r}")
 
 
 def flag(name: str) -> str:

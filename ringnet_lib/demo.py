@@ -48,6 +48,7 @@ import trimesh
 from PIL import Image
 
 from .camera import normalized_to_pixels, pixels_to_normalized
+from .checks import missing_folders, remove_if_empty
 from .data.images import IMAGE_SUFFIXES, ImageError, read_image
 from .data.photos import NoFaceError, crop_face, detect_largest_face, get_detector, resize_box
 from .decoder import Decoder
@@ -271,7 +272,7 @@ def write_outputs(out_dir: str | Path, stem: str, crop: Crop, prediction: Predic
     made here and left empty) are removed: no half set of outputs.
     """
     out = Path(out_dir)
-    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
+    made = missing_folders(out)
     paths = output_paths(out, stem)
     new = [path for path in paths.values() if not path.exists()]  # a previous run's files are not ours to remove
     try:
@@ -294,11 +295,7 @@ def write_outputs(out_dir: str | Path, stem: str, crop: Crop, prediction: Predic
     except BaseException:
         for path in new:
             path.unlink(missing_ok=True)
-        for folder in made:
-            try:
-                folder.rmdir()
-            except OSError:  # not made after all, or not empty
-                continue
+        remove_if_empty(made)
         raise
     return paths
 

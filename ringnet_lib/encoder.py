@@ -33,6 +33,7 @@ import torch
 import torchvision
 from torch import nn
 
+from .checks import non_finite_weights
 from .cli import ConfigError
 from .params import CAMERA, N_PARAMS
 
@@ -196,7 +197,7 @@ def read_trunk_weights(path: Path, name: str) -> dict:
         raise ConfigError(f"trunk_weights: {path}: not a state dict of {name} weights ({wrong[0]!r} is not a named "
                           f"tensor); {advice}")
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    bad = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    bad = non_finite_weights(state)
     if bad:
         raise ConfigError(f"trunk_weights: {path}: the weights are not finite ({bad[0]} and {len(bad) - 1} more); "
                           f"{advice}")

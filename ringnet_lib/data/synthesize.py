@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 import warnings
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..camera import camera_looking_at, normalized_to_pixels
 from ..checks import check_memory, memory_available
-from ..cli import ConfigError, add_arguments, flag
+from ..cli import ConfigError, add_arguments, flag, non_finite_field
 from ..decoder import Decoder
 from ..landmarks import head_rotation
 from ..params import GLOBAL, JAW, N_EXPRESSION, N_FULL_POSE, N_PARAMS, N_SHAPE, join_params, joint_pose
@@ -101,9 +100,9 @@ class SynthConfig:
     def validate(self) -> None:
         """One-line :class:`ConfigError` naming the field and its flag, for values the generator cannot use
         (each field is checked), then for a request that cannot fit in this machine's memory."""
-        for name in FLOAT_FIELDS:  # NaN passes every comparison below, and inf overflows later
-            if not math.isfinite(getattr(self, name)):
-                self._fail(name, "must be a finite number")
+        bad = non_finite_field(self)  # NaN passes every comparison below, and inf overflows later
+        if bad is not None:
+            self._fail(bad, "must be a finite number")
         checks = [("identities", self.identities >= 2, "must be >= 2 (a ring needs two people)"),
                   ("per_identity", self.per_identity >= 2, "must be >= 2 (a ring needs two views of a person)"),
                   ("seed", self.seed >= 0, "must be >= 0 (numpy's seeds are non-negative)"),
@@ -149,7 +148,6 @@ class SynthConfig:
             raise ConfigError(str(error)) from None
 
 
-FLOAT_FIELDS = [item.name for item in dataclasses.fields(SynthConfig) if item.type in ("float", float)]
 NON_NEGATIVE_FIELDS = ("shape_std", "expression_std", "yaw_deg", "pitch_deg", "roll_deg", "jaw_open_max",
                        "centre_jitter")
 

@@ -7,31 +7,19 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ..cli import ConfigError
-from ..training.loop import check_out_dir
+from ..checks import check_out_dir, remove_if_empty
 
 
 def check_writable(out_dir: str | Path, name: str = "--out") -> Path:
     """``out_dir`` is a folder that exists or can be made, and can be written, checked by writing there before any
-    work (training's own check, :func:`ringnet_lib.training.loop.check_out_dir`), and leaving nothing behind: the
-    folders made for the check are removed again (they are made for good when there is something to write).
+    work (:func:`ringnet_lib.checks.check_out_dir`, training's own check), leaving nothing behind: the folders made
+    for the check are removed again (they are made for good when there is something to write).
 
     Raises:
-        ValueError: one line naming ``name`` (the flag) and the folder.
+        ConfigError: one line naming ``name`` (the flag) and the folder.
     """
-    out = Path(out_dir)
-    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
-    try:
-        check_out_dir(out)
-    except ConfigError as error:
-        raise ValueError(f"{name}{str(error).removeprefix('out_dir')}") from None
-    finally:
-        for folder in made:
-            try:
-                folder.rmdir()
-            except OSError:  # not made after all, or something else wrote into it meanwhile: keep it
-                continue
-    return out
+    remove_if_empty(check_out_dir(out_dir, name))
+    return Path(out_dir)
 
 
 def write_report(out_dir: str | Path, stem: str, markdown: str, rows: list[dict], data: dict, figure) -> dict:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import non_finite_weights
 from ..cli import ConfigError
 from ..encoder import WeightsFileError, read_torch_file
 from .config import TrainConfig
@@ -167,12 +168,6 @@ def load_checkpoint(path: str | Path) -> dict:
                               f"{state.get('format_version', 1)}, this one reads {FORMAT_VERSION}); retrain it")
     check_digest(state, path)
     return state
-
-
-def non_finite_weights(model_state: dict) -> list[str]:
-    """The names of a state dict's floating-point tensors that hold NaN or inf."""
-    return [name for name, value in model_state.items()
-            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
 
 
 def checkpoint_step(path: str | Path) -> int | str:

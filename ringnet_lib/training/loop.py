@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import check_out_dir, non_finite_weights, remove_if_empty
 from ..cli import ConfigError
 from ..data.sampler import collate_rings
 from ..decoder import Decoder
@@ -69,35 +69,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def check_out_dir(out_dir: Path) -> list[Path]:
-    """The folder exists or can be made, and can be written (checked by writing), before any work.
-
-    Returns the folders it made (``out_dir`` and any missing parents, deepest first), for
-    :func:`remove_if_empty` when the run is refused before it writes anything.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"out_dir: {out_dir} is a file; give a folder")
-    made = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write_test"):
-            pass
-    except OSError as error:
-        remove_if_empty(made)
-        raise ConfigError(f"out_dir: cannot write to {out_dir} ({error.strerror or error}); choose another "
-                          "folder") from None
-    return made
-
-
-def remove_if_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty: what a refused run made and never wrote to."""
-    for folder in folders:
-        try:
-            folder.rmdir()  # fails, and stops here, if anything is inside (or it is not there)
-        except OSError:
-            return
 
 
 def first_rings(rings, count: int) -> dict:
@@ -171,8 +142,7 @@ def _resume_state(config: TrainConfig, checkpoint_path: Path, result: TrainResul
         return None
     saved = ckpt.load_checkpoint(resume_path)
     result.warnings += check_compatible(saved["config"], config)
-    bad = [name for name, value in saved["model"].items()
-           if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+    bad = non_finite_weights(saved["model"])
     if bad:
         raise ckpt.CheckpointError(f"{resume_path}: the saved weights are not finite ({bad[0]} and {len(bad) - 1} "
                                    "more); it cannot be resumed: start a new run")
